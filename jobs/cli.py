@@ -1,0 +1,156 @@
+"""`portprint` command line: thin entry points (parse -> config -> session -> job -> print)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+
+EPILOG = textwrap.dedent("""\
+    A night's work, end to end:
+      portprint sample --out /data/flows --days 3           # or point at your own archive
+      portprint train  --flows /data/flows --model /models/dns --end 2026-11-20
+      portprint score  --flows /data/flows --model /models/dns --warehouse /data/wh --start 2026-11-21
+      portprint sql    --warehouse /data/wh "SELECT date, detector, count(*) FROM anomalies GROUP BY 1, 2"
+
+    Defaults come from conf/base.yml plus conf/<env>.yml; --conf FILE overrides both (for example
+    your archive's column names under archive.columns). Dates are YYYY-MM-DD, inclusive.
+    portprint raises alerts for people to judge; it never blocks or changes traffic.
+    """)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", metavar="FILE", help="YAML file overriding conf/ (e.g. archive.columns)")
+    p.add_argument("--env", default="local", choices=["local", "databricks"],
+                   help="which conf/<env>.yml overlay to apply (default: local)")
+
+
+def _dates(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--start", metavar="YYYY-MM-DD", help=f"first date to {what} (default: the first present)")
+    p.add_argument("--end", metavar="YYYY-MM-DD", help=f"last date to {what}, inclusive (default: the last present)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portprint",
+        description="Find traffic on port 53 that does not look like DNS, from the payload prefixes kept in "
+                    "Parquet flow archives, and land it in Delta tables for analysts.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sample", help="write a realistic synthetic flow archive (mostly DNS, ~0.5%% not)",
+                       description="Write a synthetic flow archive in the contract's schema, Hive-partitioned "
+                                   "by date, plus _labels.parquet (flow_id -> label) for evaluation.")
+    p.add_argument("--out", required=True, metavar="ARCHIVE", help="archive root to write")
+    p.add_argument("--days", type=int, default=3, help="number of dates (default 3)")
+    p.add_argument("--flows-per-day", type=int, default=20000, help="flows per date (default 20000)")
+    p.add_argument("--seed", type=int, default=7, help="random seed; the same seed writes the same archive")
+    p.add_argument("--start", default="2026-11-01", metavar="YYYY-MM-DD", help="first date (default 2026-11-01)")
+    _common(p)
+
+    p = sub.add_parser("train", help="train the autoencoder on the site's port-53 flows and calibrate it",
+                       description="Train on the port-53 flows of a date window (those the header rule "
+                                   "accepts), hold some out, and set the threshold at the target "
+                                   "false-positive rate. Writes model.pt, model.json and MODEL_CARD.md.")
+    p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="folder to write the model to")
+    _dates(p, "train on")
+    p.add_argument("--target-fpr", type=float, metavar="F",
+                   help="false-positive rate the threshold aims at on held-out DNS (default 1e-4)")
+    _common(p)
+
+    p = sub.add_parser("score", help="score archive dates and write the anomalies and runs Delta tables",
+                       description="Score every port-53 flow of the dates in range. A date's anomalies are "
+                                   "replaced in one Delta commit, so reruns never duplicate rows.")
+    p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
+    p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    _dates(p, "score")
+    _common(p)
+
+    p = sub.add_parser("sql", help="run Spark SQL over the anomalies and runs tables",
+                       description="Run one Spark SQL statement with the tables registered as `anomalies` "
+                                   "and `runs`, and print the result.")
+    p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    p.add_argument("query", help='e.g. "SELECT * FROM anomalies ORDER BY score DESC LIMIT 20"')
+    p.add_argument("--limit", type=int, default=50, help="rows to print at most (default 50)")
+    _common(p)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"portprint: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `portprint` console script."""
+    args = build_parser().parse_args(argv)
+    from portprint.jobs.archive import ArchiveError
+    from portprint.jobs.config import ConfigError, load_config
+    from portprint.jobs.session import EnvironmentProblem
+    from portprint.models.artifact import ModelError
+
+    try:
+        cfg = load_config(args.env, args.conf)
+        if args.command == "sample":
+            return _sample(args)
+        from portprint.jobs.session import build_session
+
+        spark = build_session(cfg)
+        return {"train": _train, "score": _score, "sql": _sql}[args.command](spark, cfg, args)
+    except (ArchiveError, ConfigError, EnvironmentProblem, ModelError, ValueError) as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        return _fail("interrupted; tables are as the last completed commit left them")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from portprint.jobs.sample import write_sample
+
+    if args.days < 1 or args.flows_per_day < 1:
+        return _fail("--days and --flows-per-day must be at least 1")
+    s = write_sample(args.out, days=args.days, flows_per_day=args.flows_per_day, seed=args.seed,
+                     start=args.start)
+    print(f"wrote {s.flows} flows for {len(s.dates)} date(s) to {s.out}; labels in {s.labels_path}")
+    print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(s.label_counts.items())))
+    return 0
+
+
+def _train(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.train import run_train
+
+    r = run_train(spark, cfg, args.flows, args.model, args.start, args.end, args.target_fpr)
+    print(f"model {r.model_version} written to {r.model_dir}: threshold {r.threshold:.6g} ({r.method}), "
+          f"{r.flows_used['train']} training flows, {r.flows_used['calibration']} held out; "
+          f"see {r.model_dir}/MODEL_CARD.md")
+    return 0
+
+
+def _score(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.score import run_score
+
+    r = run_score(spark, cfg, args.flows, args.model, args.warehouse, args.start, args.end)
+    rate = r.flows_scored / r.seconds if r.seconds else 0.0
+    print(f"run {r.run_id}: {len(r.dates)} date(s), {r.flows_read} flows read, {r.flows_scored} port-53 flows "
+          f"scored ({r.flows_skipped} without payload skipped), {r.anomalies} anomalies, {r.seconds:.1f}s "
+          f"({rate:,.0f} flows/s), writer {r.writer}")
+    print(f"tables: {r.anomalies_table}  {r.runs_table}")
+    return 0
+
+
+def _sql(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.sql import register_tables
+
+    register_tables(spark, cfg, args.warehouse)
+    try:
+        df = spark.sql(args.query)
+    except Exception as exc:  # noqa: BLE001 - Spark's analysis errors are the user's to read
+        return _fail(str(exc).splitlines()[0])
+    df.show(args.limit, truncate=60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Typed configuration, loaded once from conf/ (base + environment overlay + optional user file)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or key is wrong; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    master: str | None = "local[*]"
+    app_name: str = "portprint"
+    shuffle_partitions: int = 8
+    max_partition_bytes: str = "128m"
+    arrow_batch_rows: int = 65536
+    torch_threads_per_task: int = 1
+    driver_memory: str = "2g"
+    log_level: str = "FATAL"
+
+
+@dataclass(frozen=True)
+class Columns:
+    flow_id: str = "flow_id"
+    ts: str = "ts"
+    src_ip: str = "src_ip"
+    dst_ip: str = "dst_ip"
+    src_port: str = "src_port"
+    dst_port: str = "dst_port"
+    proto: str = "proto"
+    orig_payload_prefix: str = "orig_payload_prefix"
+    orig_bytes: str = "orig_bytes"
+    date: str = "date"
+
+
+@dataclass(frozen=True)
+class ArchiveConf:
+    columns: Columns = field(default_factory=Columns)
+    prefix_encoding: str = "binary"
+
+
+@dataclass(frozen=True)
+class ScopeConf:
+    ports: tuple[int, ...] = (53,)
+    protocols: tuple[int, ...] = (6, 17)
+    match: str = "either"
+
+
+@dataclass(frozen=True)
+class FeatureConf:
+    width: int = 8
+    id_mode: str = "mask"
+
+
+@dataclass(frozen=True)
+class ModelConf:
+    hidden: tuple[int, ...] = (32, 12)
+    epochs: int = 40
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    patience: int = 4
+    seed: int = 53
+    validation_fraction: float = 0.1
+    calibration_fraction: float = 0.2
+    max_train_flows: int = 2_000_000
+    clean_with_rule: bool = True
+    pattern_balance: float = 0.0
+    epoch_rows: int = 50_000
+
+
+@dataclass(frozen=True)
+class ThresholdConf:
+    target_fpr: float = 1e-4
+    method: str = "auto"
+
+
+@dataclass(frozen=True)
+class OutputConf:
+    anomalies: str = "anomalies"
+    runs: str = "runs"
+    writer: str = "auto"
+    top_bytes: int = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConf = field(default_factory=SparkConf)
+    archive: ArchiveConf = field(default_factory=ArchiveConf)
+    scope: ScopeConf = field(default_factory=ScopeConf)
+    features: FeatureConf = field(default_factory=FeatureConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    threshold: ThresholdConf = field(default_factory=ThresholdConf)
+    output: OutputConf = field(default_factory=OutputConf)
+    env: str = "local"
+
+    def validate(self) -> Config:
+        """Check values whose mistakes would otherwise surface deep inside a Spark task."""
+        checks = [
+            (self.archive.prefix_encoding in ("binary", "hex"), "archive.prefix_encoding must be binary or hex"),
+            (self.scope.match in ("responder", "initiator", "either"),
+             "scope.match must be responder, initiator or either"),
+            (all(p in (6, 17) for p in self.scope.protocols), "scope.protocols may hold only 6 (TCP) and 17 (UDP)"),
+            (1 <= self.features.width <= 32, "features.width must be between 1 and 32 bytes"),
+            (self.features.id_mode in ("mask", "keep"), "features.id_mode must be mask or keep"),
+            (0 < self.threshold.target_fpr < 0.5, "threshold.target_fpr must be in (0, 0.5)"),
+            (self.threshold.method in ("auto", "empirical", "lognormal"),
+             "threshold.method must be auto, empirical or lognormal"),
+            (self.output.writer in ("auto", "spark", "delta-rs"), "output.writer must be auto, spark or delta-rs"),
+            (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0,
+             "spark.arrow_batch_rows and spark.torch_threads_per_task must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Build a frozen dataclass from a dict, refusing unknown keys so typos do not pass silently."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(where + '.' + k for k in unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        elif isinstance(default, bool) or default is None or isinstance(default, str):
+            kwargs[name] = value
+        elif isinstance(default, (int, float)):
+            try:
+                kwargs[name] = type(default)(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}.{name} must be a number, got {value!r}") from None
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a mapping at the top level")
+    return data
+
+
+def load_config(env: str = "local", conf_file: str | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Load conf/base.yml, then conf/<env>.yml, then conf_file, then overrides (later wins)."""
+    package = resources.files("portprint.conf")
+    merged = _read_yaml(package.joinpath("base.yml").read_text(), "conf/base.yml")
+    overlay = package.joinpath(f"{env}.yml")
+    if not overlay.is_file():
+        raise ConfigError(f"no environment overlay conf/{env}.yml; use --env local or --env databricks")
+    merged = _merge(merged, _read_yaml(overlay.read_text(), f"conf/{env}.yml"))
+    if conf_file:
+        path = Path(conf_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {conf_file} does not exist")
+        merged = _merge(merged, _read_yaml(path.read_text(), conf_file))
+    if overrides:
+        merged = _merge(merged, overrides)
+    merged["env"] = env
+    return _build(Config, merged, "conf").validate()

@@ -1,0 +1,117 @@
+"""Delta tables written by Spark's Delta data source where it exists, by delta-rs where it does not.
+
+Both write the same Delta protocol table (same schema, partitioned by ``date``), so Databricks,
+Spark, DuckDB and Polars read either. Rewrites of a date are one Delta commit with a predicate:
+a rerun replaces that date's rows (never duplicates) and a failure leaves the table as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from pyspark.sql import DataFrame, SparkSession
+
+from portprint.jobs.tables import spark_schema
+
+SPARK = "spark"
+DELTA_RS = "delta-rs"
+
+
+def spark_delta_available(spark: SparkSession) -> bool:
+    """Is Spark's Delta data source on the classpath? Probed by reading a path that cannot exist:
+    a missing data source and a missing table fail differently. Works on Spark Connect too."""
+    try:
+        spark.read.format("delta").load("/nonexistent/portprint-delta-probe").limit(0).collect()
+    except Exception as exc:  # noqa: BLE001 - the two failures are told apart by their text
+        text = str(exc)
+        return not ("DATA_SOURCE_NOT_FOUND" in text or "Failed to find data source: delta" in text)
+    return True
+
+
+def choose_writer(spark: SparkSession, requested: str) -> str:
+    """auto: Spark's Delta writer when it is on the classpath, delta-rs otherwise."""
+    if requested in (SPARK, DELTA_RS):
+        if requested == SPARK and not spark_delta_available(spark):
+            raise RuntimeError("output.writer is spark but Spark has no Delta data source: add delta-spark's "
+                               "jars (configure_spark_with_delta_pip) or set output.writer: auto")
+        return requested
+    return SPARK if spark_delta_available(spark) else DELTA_RS
+
+
+def date_predicate(dates: Iterable[str]) -> str:
+    quoted = ", ".join(f"'{d}'" for d in sorted(set(dates)))
+    return f"date IN ({quoted})"
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file:")
+
+
+def _local(path: str) -> str:
+    """A filesystem path for a local URI (file:/x, file:///x) or plain path."""
+    return "/" + path[len("file:"):].lstrip("/") if path.startswith("file:") else path
+
+
+def replace_dates(spark: SparkSession, staged: str, table: str, schema: pa.Schema, dates: list[str],
+                  writer: str, batch_rows: int = 65536) -> None:
+    """Make ``table``'s rows for ``dates`` exactly the rows staged as Parquet at ``staged``, in one commit."""
+    if writer == SPARK:
+        df = spark.read.schema(spark_schema(schema)).parquet(staged)
+        (df.write.format("delta").mode("overwrite").option("replaceWhere", date_predicate(dates))
+         .partitionBy("date").save(table))
+        return
+    from deltalake import write_deltalake
+
+    # Stream the staged files batch by batch: the driver never holds more than one batch.
+    dataset = ds.dataset(_local(staged), format="parquet") if _has_parquet(staged) else None
+    batches = (b.cast(schema) for b in dataset.to_batches(batch_size=batch_rows)) if dataset else iter(())
+    reader = pa.RecordBatchReader.from_batches(schema, batches)
+    write_deltalake(table, reader, mode="overwrite", predicate=date_predicate(dates), partition_by=["date"])
+
+
+def _has_parquet(path: str) -> bool:
+    root = _local(path)
+    return os.path.isdir(root) and any(f.endswith(".parquet") for f in os.listdir(root))
+
+
+def append(spark: SparkSession, rows: pa.Table, table: str, writer: str) -> None:
+    """Append a small driver-side table (the runs log)."""
+    if writer == SPARK:
+        df = spark.createDataFrame(rows.to_pylist(), schema=spark_schema(rows.schema))
+        df.write.format("delta").mode("append").partitionBy("date").save(table)
+        return
+    from deltalake import write_deltalake
+
+    write_deltalake(table, rows, mode="append", partition_by=["date"])
+
+
+def table_exists(table: str) -> bool:
+    return os.path.isdir(os.path.join(_local(table), "_delta_log")) if _is_local(table) else True
+
+
+def read_table(spark: SparkSession, table: str, schema: pa.Schema, writer: str) -> DataFrame:
+    """A Spark DataFrame of the table's current snapshot, with or without Spark's Delta reader.
+
+    Without it, the snapshot's data files are listed by delta-rs and read by Spark's Parquet
+    reader: the same rows, scanned in parallel, never collected to the driver.
+    """
+    if writer == SPARK:
+        return spark.read.format("delta").load(table)
+    sschema = spark_schema(schema)
+    if not table_exists(table):
+        return spark.createDataFrame([], sschema)
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(table)
+    features = set(dt.protocol().writer_features or [])
+    if features & {"deletionVectors", "columnMapping"}:
+        raise RuntimeError(f"{table} uses {sorted(features)}, which Spark's Parquet reader cannot apply; "
+                           "read it with Spark's Delta data source (Databricks or delta-spark jars)")
+    files = dt.file_uris()
+    if not files:
+        return spark.createDataFrame([], sschema)
+    df = spark.read.option("basePath", _local(table)).parquet(*files)
+    return df.select(*[df[f.name].cast(f.dataType).alias(f.name) for f in sschema.fields])

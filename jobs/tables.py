@@ -1,0 +1,65 @@
+"""The output tables' schemas, defined once in Arrow; Spark's schemas are derived from them."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StructType
+
+TS = pa.timestamp("us", tz="UTC")
+
+ANOMALIES = pa.schema([
+    ("flow_id", pa.string()),
+    ("ts", TS),
+    ("date", pa.string()),
+    ("src_ip", pa.string()),
+    ("src_port", pa.int32()),
+    ("dst_ip", pa.string()),
+    ("dst_port", pa.int32()),
+    ("proto", pa.int32()),
+    ("matched_side", pa.string()),     # responder | initiator: which port put the flow in scope
+    ("detector", pa.string()),         # header-rule | header-model
+    ("header_verdict", pa.string()),   # valid | invalid (the rule's view, whichever detector fired)
+    ("header_reason", pa.string()),    # why the rule said invalid, else 'ok'
+    ("loss", pa.float64()),
+    ("threshold", pa.float64()),
+    ("score", pa.float64()),           # loss / threshold: > 1 means the model flagged it
+    ("prefix_len", pa.int32()),
+    ("prefix_hex", pa.string()),
+    ("prefix_text", pa.string()),
+    ("dns_id", pa.int32()),
+    ("qr", pa.int32()),
+    ("opcode", pa.int32()),
+    ("rcode", pa.int32()),
+    ("qdcount", pa.int32()),
+    ("ancount", pa.int32()),
+    ("tcp_len", pa.int32()),
+    ("failed_bytes", pa.list_(pa.int32())),  # message offsets (after the TCP length), worst first
+    ("failed_fields", pa.string()),
+    ("model_version", pa.string()),
+    ("run_id", pa.string()),
+    ("scored_at", TS),
+])
+
+RUNS = pa.schema([
+    ("run_id", pa.string()),
+    ("date", pa.string()),
+    ("status", pa.string()),
+    ("flows_read", pa.int64()),
+    ("flows_scored", pa.int64()),
+    ("flows_skipped", pa.int64()),      # in scope but with no payload to judge (null or empty prefix)
+    ("anomalies", pa.int64()),
+    ("model_flagged", pa.int64()),
+    ("rule_flagged", pa.int64()),
+    ("threshold", pa.float64()),
+    ("model_version", pa.string()),
+    ("writer", pa.string()),
+    ("seconds", pa.float64()),
+    ("started_at", TS),
+    ("archive", pa.string()),
+])
+
+
+def spark_schema(schema: pa.Schema) -> StructType:
+    """The Spark schema of an Arrow schema (timestamps become Spark's UTC-normalised TIMESTAMP)."""
+    return from_arrow_schema(schema)

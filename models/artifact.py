@@ -1,0 +1,81 @@
+"""A trained model on disk: weights (model.pt), metadata (model.json) and a model card (MODEL_CARD.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+WEIGHTS = "model.pt"
+METADATA = "model.json"
+CARD = "MODEL_CARD.md"
+
+
+class ModelError(ValueError):
+    """The model directory is missing, incomplete or does not match this code."""
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    feature_version: str
+    width: int
+    id_mode: str
+    hidden: list[int]
+    n_features: int
+    threshold: float
+    threshold_info: dict
+    train_start: str
+    train_end: str
+    flows_used: dict
+    loss_stats: dict
+    training: dict
+    model_version: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def content_version(weights: bytes, meta: ModelMeta) -> str:
+    """A content hash over the weights and everything that changes a verdict."""
+    h = hashlib.sha256(weights)
+    h.update(json.dumps([meta.feature_version, meta.width, meta.id_mode, meta.hidden, meta.threshold],
+                        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    weights: bytes
+    meta: ModelMeta
+
+    def save(self, model_dir: str, card: str | None = None) -> Path:
+        out = Path(model_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / WEIGHTS).write_bytes(self.weights)
+        (out / METADATA).write_text(json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
+        if card is not None:
+            (out / CARD).write_text(card)
+        return out
+
+    @classmethod
+    def load(cls, model_dir: str) -> ModelArtifact:
+        path = Path(model_dir)
+        if not (path / WEIGHTS).is_file() or not (path / METADATA).is_file():
+            raise ModelError(f"{model_dir} is not a portprint model: {WEIGHTS} and {METADATA} are needed; "
+                             "create one with `portprint train --flows ARCHIVE --model DIR`")
+        try:
+            raw = json.loads((path / METADATA).read_text())
+            meta = ModelMeta(**raw)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ModelError(f"{path / METADATA} is unreadable ({exc}); retrain the model") from None
+        weights = (path / WEIGHTS).read_bytes()
+        if content_version(weights, meta) != meta.model_version:
+            raise ModelError(f"{path} weights do not match model_version {meta.model_version} in {METADATA}: "
+                             "the files were changed separately; retrain or restore both")
+        return cls(weights, meta)
+
+    def with_threshold(self, threshold: float, info: dict) -> ModelArtifact:
+        """The same weights with a new threshold (and so a new model_version)."""
+        raw = asdict(self.meta) | {"threshold": float(threshold), "threshold_info": info, "model_version": ""}
+        meta = ModelMeta(**raw)
+        return ModelArtifact(self.weights, ModelMeta(**(raw | {"model_version": content_version(self.weights,
+                                                                                              meta)})))
