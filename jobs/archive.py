@@ -104,7 +104,8 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
     present = list_dates(root, cols.date) if dates is None else dates
     chosen = [d for d in present if (not start or d >= start) and (not end or d <= end)]
     if not chosen:
-        have = f"dates present: {present[0]} .. {present[-1]} ({len(present)})" if present else "no date=YYYY-MM-DD folders"
+        have = (f"dates present: {present[0]} .. {present[-1]} ({len(present)})" if present
+                else "no date=YYYY-MM-DD folders")
         raise ArchiveError(f"no archive dates between {start or 'the first'} and {end or 'the last'} under "
                            f"{root} ({have})")
     plan = ArchivePlan(root, chosen)

@@ -146,7 +146,7 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
     register_tables(spark, cfg, args.warehouse)
     try:
         df = spark.sql(args.query)
-    except Exception as exc:  # noqa: BLE001 - Spark's analysis errors are the user's to read
+    except Exception as exc:
         return _fail(str(exc).splitlines()[0])
     df.show(args.limit, truncate=60)
     return 0

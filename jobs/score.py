@@ -95,7 +95,7 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
         # One action computes everything: the UDFs run once, and the counts come from the observations.
         try:
             anomalies.write.mode("overwrite").parquet(staged)
-        except Exception as exc:  # noqa: BLE001 - rethrown with the archive's context
+        except Exception as exc:
             raise _explain_spark_failure(exc, flows) from None
         read_counts, scope_counts = read_obs.get, scope_obs.get
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,11 +18,11 @@ class PrefixAutoencoder(nn.Module):
         super().__init__()
         dims = [n_features, *hidden]
         enc: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
+        for a, b in itertools.pairwise(dims):
             enc += [nn.Linear(a, b), nn.ReLU()]
         dec: list[nn.Module] = []
         rev = dims[::-1]
-        for k, (a, b) in enumerate(zip(rev[:-1], rev[1:], strict=True)):
+        for k, (a, b) in enumerate(itertools.pairwise(rev)):
             dec.append(nn.Linear(a, b))
             if k < len(rev) - 2:
                 dec.append(nn.ReLU())

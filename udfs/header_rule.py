@@ -69,10 +69,9 @@ def header_reasons(offsets: np.ndarray, data: np.ndarray, validity: np.ndarray, 
             if msg_len < 12:
                 out[i] = 2
                 continue
-        if stop - msg < 12:
-            # Header cut off by the stored prefix (e.g. Arkime's 8 bytes): judge what is there.
-            if stop - msg < 4:
-                continue
+        # A header cut off by the stored prefix (e.g. Arkime's 8 bytes) is judged on what is there.
+        if stop - msg < 4:
+            continue
         flags = (np.int64(data[msg + 2]) << 8) | np.int64(data[msg + 3])
         qr = flags >> 15
         opcode = (flags >> 11) & 0xF
