@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -144,6 +145,8 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
     from portprint.jobs.sql import register_tables
 
     register_tables(spark, cfg, args.warehouse)
+    # pyspark also logs analysis errors as JSON on stderr; portprint reports them itself, in one line.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     try:
         df = spark.sql(args.query)
     except Exception as exc:
