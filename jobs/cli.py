@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2026-11-01", metavar="YYYY-MM-DD", help="first date (default 2026-11-01)")
     _common(p)
 
+    p = sub.add_parser("ingest", help="turn pcap/pcapng captures into a flow archive",
+                       description="Read pcap or pcapng files (or a folder of them) and write a flow archive in "
+                                   "the contract's schema: TCP prefixes from the in-order reassembled stream, "
+                                   "UDP from the first datagram of each direction.")
+    p.add_argument("--pcap", required=True, nargs="+", metavar="PATH", help="capture file(s) or folder(s)")
+    p.add_argument("--out", required=True, metavar="ARCHIVE", help="archive root to write")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds of silence that close a UDP flow (default 60)")
+    p.add_argument("--keep-partial", action="store_true",
+                   help="on a truncated or corrupt capture, keep the flows read before the damage")
+    _common(p)
+
     p = sub.add_parser("train", help="train the autoencoder on the site's port-53 flows and calibrate it",
                        description="Train on the port-53 flows of a date window (those the header rule "
                                    "accepts), hold some out, and set the threshold at the target "
@@ -68,6 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
     _dates(p, "score")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="measure the detectors on labelled flows (FPR, recall, ROC-AUC, report)",
+                       description="Score labelled flows exactly as `score` would, and report per label the flows "
+                                   "and flags of each detector, the false-positive rate on genuine DNS (label "
+                                   "dns), recall on every other protocol, ROC-AUC, recall at FPR 1e-2/1e-3/1e-4 "
+                                   "and the threshold each needs. dns-tunnel is reported on its own line.")
+    p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
+    p.add_argument("--labels", required=True, metavar="LABELS", help="Parquet or CSV with flow_id,label")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
+    p.add_argument("--out", metavar="DIR", help="write evaluation.json, evaluation.md and plots here")
+    _dates(p, "evaluate")
+    _common(p)
+
+    p = sub.add_parser("threshold", help="move a model's threshold to another false-positive rate",
+                       description="Re-derive the threshold from the held-out losses stored at training time, "
+                                   "without retraining. The model gets a new model_version.")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
+    p.add_argument("--target-fpr", required=True, type=float, metavar="F", help="e.g. 1e-4")
+    p.add_argument("--method", choices=["auto", "empirical", "lognormal"], default="auto",
+                   help="empirical quantile, log-normal fit (Kitsune), or auto (default)")
     _common(p)
 
     p = sub.add_parser("sql", help="run Spark SQL over the anomalies and runs tables",
@@ -97,10 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.env, args.conf)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "ingest":
+            return _ingest(args)
+        if args.command == "threshold":
+            return _threshold(args)
         from portprint.jobs.session import build_session
 
         spark = build_session(cfg)
-        return {"train": _train, "score": _score, "sql": _sql}[args.command](spark, cfg, args)
+        return {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate}[args.command](spark, cfg, args)
     except (ArchiveError, ConfigError, EnvironmentProblem, ModelError, ValueError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
@@ -116,6 +153,27 @@ def _sample(args: argparse.Namespace) -> int:
                      start=args.start)
     print(f"wrote {s.flows} flows for {len(s.dates)} date(s) to {s.out}; labels in {s.labels_path}")
     print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(s.label_counts.items())))
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from portprint.jobs.ingest import CaptureError, ingest
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty() or done == total:
+            print(f"\rportprint ingest: {done / max(total, 1):6.1%} of {total / 1e6:,.1f} MB", end="",
+                  file=sys.stderr, flush=True)
+
+    try:
+        r = ingest(args.pcap, args.out, idle_timeout=args.idle_timeout, keep_partial=args.keep_partial,
+                   progress=progress)
+    except CaptureError as exc:
+        print(file=sys.stderr)
+        return _fail(str(exc))
+    print(file=sys.stderr)
+    partial = " (partial: a capture was damaged)" if r.partial else ""
+    print(f"{r.files} file(s), {r.packets} packets, {r.flows} flows for {len(r.dates)} date(s) in {r.seconds:.1f}s "
+          f"({r.packets_per_s:,.0f} packets/s) -> {args.out}{partial}")
     return 0
 
 
@@ -138,6 +196,24 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
           f"scored ({r.flows_skipped} without payload skipped), {r.anomalies} anomalies, {r.seconds:.1f}s "
           f"({rate:,.0f} flows/s), writer {r.writer}")
     print(f"tables: {r.anomalies_table}  {r.runs_table}")
+    return 0
+
+
+def _evaluate(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.evaluate import format_table, run_evaluate
+
+    ev = run_evaluate(spark, cfg, args.flows, args.labels, args.model, args.start, args.end, args.out)
+    print(format_table(ev))
+    return 0
+
+
+def _threshold(args: argparse.Namespace) -> int:
+    from portprint.jobs.train import rethreshold
+
+    if not 0 < args.target_fpr < 0.5:
+        return _fail("--target-fpr must be between 0 and 0.5, e.g. 1e-4")
+    art, th = rethreshold(args.model, args.target_fpr, args.method)
+    print(f"model {art.meta.model_version}: threshold {th.value:.6g} ({th.method}: {th.reason})")
     return 0
 
 

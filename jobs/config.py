@@ -73,6 +73,7 @@ class ModelConf:
     max_train_flows: int = 2_000_000
     clean_with_rule: bool = True
     pattern_balance: float = 0.0
+    augment: bool = True
     epoch_rows: int = 50_000
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from portprint.jobs.archive import plan_archive, read_archive
 from portprint.jobs.config import Config
 from portprint.jobs.transforms import canonical, has_payload, in_scope
 from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
+from portprint.models.augment import augmented_features
 from portprint.models.autoencoder import (
     feature_weights,
     reconstruction_loss,
@@ -27,6 +29,8 @@ from portprint.models.autoencoder import (
 from portprint.models.calibration import Threshold, calibrate
 from portprint.udfs.features import FEATURE_VERSION, features_from_arrow
 from portprint.udfs.header_rule import REASONS, reasons_from_arrow
+
+CALIBRATION_LOSS = "calibration_loss.npy"
 
 
 class TrainingError(ValueError):
@@ -127,6 +131,12 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     weights = feature_weights(fc.width, fc.id_mode)
     patterns, counts = unique_patterns(fit)
     used["distinct_patterns"] = len(patterns)
+    if mc.augment:
+        # Legal headers the window may lack join as patterns seen once (see models/augment.py).
+        extra = augmented_features(fc.width, fc.id_mode == "mask")
+        patterns, idx = np.unique(np.concatenate([patterns, extra]), axis=0, return_inverse=True)
+        counts = np.bincount(idx.ravel(), weights=np.concatenate([counts, np.ones(len(extra))])).astype(np.int64)
+        used["augmented_patterns"] = len(patterns) - used["distinct_patterns"]
     result = train_autoencoder(patterns, weights, hidden=tuple(mc.hidden), epochs=mc.epochs,
                                batch_size=mc.batch_size, learning_rate=mc.learning_rate, patience=mc.patience,
                                seed=mc.seed, validation_fraction=mc.validation_fraction, counts=counts,
@@ -145,7 +155,21 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     )
     meta = ModelMeta(**(asdict(meta) | {"model_version": content_version(blob, meta)}))
     ModelArtifact(blob, meta).save(model_dir, card=model_card(meta, th))
+    # Kept so `portprint threshold` can move the threshold later without retraining.
+    np.save(os.path.join(model_dir, CALIBRATION_LOSS), cal_loss.astype(np.float64))
     seconds = time.monotonic() - t0
     log(f"portprint train: model {meta.model_version}, threshold {th.value:.4g} ({th.method}), "
         f"{result.epochs_run} epochs, {seconds:.1f}s")
     return TrainReport(model_dir, meta.model_version, th.value, th.method, used, result.epochs_run, seconds)
+
+
+def rethreshold(model_dir: str, target_fpr: float, method: str = "auto") -> tuple[ModelArtifact, Threshold]:
+    """Re-derive the threshold from the stored held-out losses, without retraining."""
+    art = ModelArtifact.load(model_dir)
+    path = os.path.join(model_dir, CALIBRATION_LOSS)
+    if not os.path.isfile(path):
+        raise TrainingError(f"{path} is missing: this model was trained without stored calibration losses; retrain")
+    th = calibrate(np.load(path), target_fpr, method)
+    new = art.with_threshold(th.value, th.as_dict())
+    new.save(model_dir, card=model_card(new.meta, th))
+    return new, th

@@ -53,34 +53,50 @@ def has_payload() -> Column:
     return F.col("orig_payload_prefix").isNotNull() & (F.length("orig_payload_prefix") > 0)
 
 
-def score_flows(df: DataFrame, score_udf, explain_udf, *, width: int, threshold: float, model_version: str,
-                run_id: str, scored_at: str) -> DataFrame:
-    """Score in-scope flows that carry a payload and return the anomalies with their explanations.
+def add_scores(df: DataFrame, score_udf, width: int) -> DataFrame:
+    """Add `loss` and the rule's `reason` code to in-scope flows that carry a payload.
 
     Only a short slice of the prefix (the header plus the TCP length) and three numbers cross to
-    the Python workers; the wide columns stay in the JVM until a flow is flagged.
+    the Python workers; the wide columns stay in the JVM.
     """
     cut = max(width, 12) + 2
-    scored = df.withColumn(
+    return df.withColumn(
         "_s",
         score_udf(F.substring("orig_payload_prefix", 1, cut), F.col("proto").cast("byte"),
                   F.col("orig_bytes"), F.length("orig_payload_prefix").cast("int")),
-    )
-    reason = F.col("_s.reason")
-    flagged = scored.where((F.col("_s.loss") > F.lit(threshold)) | (reason > F.lit(1)))
+    ).withColumn("loss", F.col("_s.loss")).withColumn("reason", F.col("_s.reason").cast("int")).drop("_s")
+
+
+def rule_fired() -> Column:
+    """The header rule judged the flow not DNS (reason 0 is ok, 1 is 'no payload')."""
+    return F.col("reason") > F.lit(1)
+
+
+def model_fired(threshold: float) -> Column:
+    return F.col("loss") > F.lit(threshold)
+
+
+def flagged(threshold: float) -> Column:
+    """The one decision every command shares: the rule or the model fired."""
+    return rule_fired() | model_fired(threshold)
+
+
+def score_flows(df: DataFrame, score_udf, explain_udf, *, width: int, threshold: float, model_version: str,
+                run_id: str, scored_at: str) -> DataFrame:
+    """Score in-scope flows that carry a payload and return the anomalies with their explanations."""
+    hits = add_scores(df, score_udf, width).where(flagged(threshold))
     # Flagged flows are few: explain them from the whole stored prefix, for a readable rendering.
-    explained = flagged.withColumn("_e", explain_udf(F.col("orig_payload_prefix"), F.col("proto").cast("byte"),
-                                                     F.col("orig_bytes")))
-    rule_fired = reason > F.lit(1)
-    reason_name = F.element_at(F.array(*[F.lit(r) for r in REASONS]), reason.cast("int") + 1)
+    explained = hits.withColumn("_e", explain_udf(F.col("orig_payload_prefix"), F.col("proto").cast("byte"),
+                                                  F.col("orig_bytes")))
+    reason_name = F.element_at(F.array(*[F.lit(r) for r in REASONS]), F.col("reason") + 1)
     return explained.select(
         "flow_id", "ts", "date", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "matched_side",
-        F.when(rule_fired, F.lit("header-rule")).otherwise(F.lit("header-model")).alias("detector"),
-        F.when(rule_fired, F.lit("invalid")).otherwise(F.lit("valid")).alias("header_verdict"),
+        F.when(rule_fired(), F.lit("header-rule")).otherwise(F.lit("header-model")).alias("detector"),
+        F.when(rule_fired(), F.lit("invalid")).otherwise(F.lit("valid")).alias("header_verdict"),
         reason_name.alias("header_reason"),
-        F.col("_s.loss").alias("loss"),
+        "loss",
         F.lit(threshold).alias("threshold"),
-        (F.col("_s.loss") / F.lit(threshold)).alias("score"),
+        (F.col("loss") / F.lit(threshold)).alias("score"),
         F.length("orig_payload_prefix").cast("int").alias("prefix_len"),
         F.lower(F.hex("orig_payload_prefix")).alias("prefix_hex"),
         F.col("_e.prefix_text").alias("prefix_text"),

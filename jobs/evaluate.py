@@ -1,0 +1,222 @@
+"""`portprint evaluate`: how good the detectors are on labelled flows, side by side, with a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from portprint.jobs.archive import ArchiveError, plan_archive, read_archive
+from portprint.jobs.config import Config
+from portprint.jobs.score import load_model
+from portprint.jobs.transforms import add_scores, canonical, has_payload, scope_condition
+from portprint.models.metrics import (
+    BENIGN,
+    NOT_SCORED,
+    TUNNEL,
+    attack_mask,
+    per_label,
+    recall_at_fpr,
+    roc_auc,
+    roc_curve,
+)
+from portprint.udfs.scoring import make_udfs
+
+TARGETS = (1e-2, 1e-3, 1e-4)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Per scored flow: label, model loss, whether the rule fired; plus what was skipped and why."""
+
+    flow_id: np.ndarray
+    label: np.ndarray
+    loss: np.ndarray
+    rule: np.ndarray
+    skipped: dict[str, int]
+
+
+def read_labels(path: str) -> pa.Table:
+    """flow_id,label from Parquet or CSV."""
+    if not os.path.exists(path):
+        raise ArchiveError(f"labels file {path} does not exist")
+    try:
+        table = pacsv.read_csv(path) if path.endswith((".csv", ".csv.gz")) else pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ArchiveError(f"cannot read labels {path}: {exc}") from None
+    missing = {"flow_id", "label"} - set(table.column_names)
+    if missing:
+        raise ArchiveError(f"labels {path} lack column(s) {', '.join(sorted(missing))}; "
+                           f"they need flow_id,label (columns present: {', '.join(table.column_names)})")
+    table = table.select(["flow_id", "label"]).cast(pa.schema([("flow_id", pa.string()), ("label", pa.string())]))
+    if pc.count_distinct(table["flow_id"]).as_py() != table.num_rows:
+        raise ArchiveError(f"labels {path} name some flow_id more than once; give each flow one label")
+    return table
+
+
+def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Table, model_dir: str,
+                   start: str | None, end: str | None) -> tuple[Scored, object]:
+    """Score the labelled flows the scorer would score, with the same UDF and the same decision."""
+    art = load_model(model_dir)
+    m = art.meta
+    cols = cfg.archive.columns
+    plan = plan_archive(flows, cols, cfg.archive.prefix_encoding, start, end)
+    raw = read_archive(spark, plan, cols)
+    if raw is None:
+        raise ArchiveError(f"no flow files in {flows} for {plan.dates[0]}..{plan.dates[-1]}")
+    joined = canonical(raw, cols, cfg.archive.prefix_encoding).join(spark.createDataFrame(labels), "flow_id")
+    joined = joined.withColumn("_scope", scope_condition(cfg.scope)).withColumn("_payload", has_payload())
+    counts = joined.agg(
+        F.count(F.lit(1)).alias("matched"),
+        F.sum(F.when(~F.col("_scope"), 1).otherwise(0)).alias("filtered_port"),
+        F.sum(F.when(F.col("_scope") & ~F.col("_payload"), 1).otherwise(0)).alias("no_payload"),
+    ).collect()[0]
+    score_udf, _ = make_udfs(art.weights, m.model_version, m.width, m.id_mode, tuple(m.hidden),
+                             cfg.spark.torch_threads_per_task, cfg.output.top_bytes)
+    scored = add_scores(joined.where(F.col("_scope") & F.col("_payload")), score_udf, m.width)
+    table = scored.select("flow_id", "label", "loss", "reason").toArrow().sort_by("flow_id")
+    skipped = {
+        "not_in_archive_range": labels.num_rows - int(counts["matched"]),
+        "filtered_port": int(counts["filtered_port"] or 0),
+        "no_payload": int(counts["no_payload"] or 0),
+    }
+    result = Scored(table["flow_id"].to_numpy(zero_copy_only=False).astype(str),
+                    table["label"].to_numpy(zero_copy_only=False).astype(str),
+                    table["loss"].to_numpy(), table["reason"].to_numpy() > 1, skipped)
+    return result, art
+
+
+def metrics(s: Scored, threshold: float) -> dict:
+    """Everything evaluation.json holds, for the combined decision and for each detector alone."""
+    model = s.loss > threshold
+    combined = model | s.rule
+    benign, attack, tunnel = s.label == BENIGN, attack_mask(s.label), s.label == TUNNEL
+    rates = per_label(s.label, combined)
+    for lab, row in rates.items():
+        sel = s.label == lab
+        row["rule_flagged"] = int(s.rule[sel].sum())
+        row["model_flagged"] = int(model[sel].sum())
+    # The rule has no threshold: as a score it is "always above" when it fires.
+    combined_score = np.where(s.rule, np.inf, s.loss)
+
+    def summary(flags: np.ndarray) -> dict:
+        return {"fpr": float(flags[benign].mean()) if benign.any() else float("nan"),
+                "recall": float(flags[attack].mean()) if attack.any() else float("nan"),
+                "tunnel_recall": float(flags[tunnel].mean()) if tunnel.any() else None}
+
+    at = {}
+    for target in TARGETS:
+        th, rec = recall_at_fpr(combined_score[benign], combined_score[attack], target)
+        th_m, rec_m = recall_at_fpr(s.loss[benign], s.loss[attack], target)
+        at[f"{target:g}"] = {"threshold": th, "recall": rec, "model_threshold": th_m, "model_recall": rec_m}
+    protocols = {lab: row["rate"] for lab, row in rates.items() if attack[s.label == lab].all()}
+    return {
+        "threshold": threshold,
+        "per_label": rates,
+        **summary(combined),
+        "detectors": {"header-rule": summary(s.rule), "header-model": summary(model), "combined": summary(combined)},
+        "recall_per_protocol": protocols,
+        "roc_auc": roc_auc(combined_score[benign], combined_score[attack]),
+        "roc_auc_model": roc_auc(s.loss[benign], s.loss[attack]),
+        "at_fpr": at,
+        "skipped": s.skipped,
+        "flows_scored": len(s.label),
+    }
+
+
+def format_table(ev: dict) -> str:
+    """The stdout table: one line per label and detector, then the headline numbers."""
+    lines = [f"{'label':<14}{'flows':>9}{'flagged':>9}{'rate':>9}{'rule':>8}{'model':>8}"]
+    for lab, row in sorted(ev["per_label"].items(), key=lambda kv: (kv[0] != BENIGN, kv[0] == TUNNEL, kv[0])):
+        lines.append(f"{lab:<14}{row['flows']:>9}{row['flagged']:>9}{row['rate']:>9.4f}"
+                     f"{row['rule_flagged']:>8}{row['model_flagged']:>8}")
+    lines.append("")
+    for name, d in ev["detectors"].items():
+        tunnel = "" if d["tunnel_recall"] is None else f"  tunnel recall {d['tunnel_recall']:.4f}"
+        lines.append(f"{name:<13} false-positive rate on dns {d['fpr']:.5f}   non-DNS recall {d['recall']:.4f}{tunnel}")
+    lines.append(f"ROC-AUC combined {ev['roc_auc']:.5f}, model alone {ev['roc_auc_model']:.5f}")
+    for target, row in ev["at_fpr"].items():
+        lines.append(f"at FPR {target:>6}: recall {row['recall']:.4f} (threshold {row['threshold']:.4g}); "
+                     f"model alone {row['model_recall']:.4f} (threshold {row['model_threshold']:.4g})")
+    sk = ev["skipped"]
+    lines.append(f"skipped: {sk['filtered_port']} not port 53 / not UDP-TCP, {sk['no_payload']} without payload, "
+                 f"{sk['not_in_archive_range']} labels outside the archive range")
+    if TUNNEL in ev["per_label"]:
+        lines.append("dns-tunnel is reported on its own line and left out of the headline recall: tunnels are "
+                     "well-formed DNS, which neither header detector is built to see.")
+    return "\n".join(lines)
+
+
+def write_report(ev: dict, s: Scored, out: str) -> str:
+    """evaluation.json, roc.png, loss_by_label.png and evaluation.md in ``out``."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump(ev, f, indent=2, sort_keys=True, default=float)
+    images = []
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are for people; the numbers stand without them
+        plt = None
+    if plt is not None:
+        benign, attack = s.label == BENIGN, attack_mask(s.label)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for name, score in (("model loss", s.loss), ("rule + model", np.where(s.rule, np.inf, s.loss))):
+            fpr, tpr = roc_curve(score[benign], score[attack])
+            ax.plot(np.clip(fpr, 1e-6, 1), tpr, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("false-positive rate on genuine DNS (log)")
+        ax.set_ylabel("recall of non-DNS")
+        ax.axvline(1e-3, color="grey", lw=0.5)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "roc.png"), dpi=110)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        floor = max(float(np.min(s.loss[s.loss > 0])) if (s.loss > 0).any() else 1e-9, 1e-9)
+        bins = np.logspace(np.log10(floor), np.log10(max(float(s.loss.max()), floor * 10)), 60)
+        for lab in sorted(set(s.label.tolist())):
+            ax.hist(np.clip(s.loss[s.label == lab], floor, None), bins=bins, histtype="step", label=lab, density=True)
+        ax.axvline(ev["threshold"], color="black", ls="--", label="threshold")
+        ax.set_xscale("log")
+        ax.set_xlabel("reconstruction loss (log)")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "loss_by_label.png"), dpi=110)
+        plt.close(fig)
+        images = ["![ROC curve](roc.png)", "![loss by label](loss_by_label.png)"]
+    md = ["# portprint evaluation", "", "```", format_table(ev), "```", "", *images, ""]
+    path = os.path.join(out, "evaluation.md")
+    with open(path, "w") as f:
+        f.write("\n".join(md))
+    return path
+
+
+def run_evaluate(spark: SparkSession, cfg: Config, flows: str, labels_path: str, model_dir: str,
+                 start: str | None = None, end: str | None = None, out: str | None = None,
+                 log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+    """Score labelled flows and report per-label rates, FPR, recall, ROC-AUC and thresholds."""
+    labels = read_labels(labels_path)
+    s, art = score_labelled(spark, cfg, flows, labels, model_dir, start, end)
+    if not (s.label == BENIGN).any():
+        raise ArchiveError(f"no flow labelled '{BENIGN}' among the scored flows: the false-positive rate needs them")
+    ev = metrics(s, art.meta.threshold)
+    ev["model_version"] = art.meta.model_version
+    ev["unscored_labels"] = [lab for lab in NOT_SCORED if lab in set(labels["label"].to_pylist())]
+    if out:
+        ev["report"] = write_report(ev, s, out)
+        log(f"portprint evaluate: report in {ev['report']}")
+    return ev

@@ -1,0 +1,56 @@
+"""evaluate's metrics against values worked out by hand on tiny labelled sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from portprint.jobs.evaluate import Scored, metrics
+from portprint.models.metrics import attack_mask, per_label, recall_at_fpr, roc_auc, roc_curve
+
+
+def test_roc_auc_by_hand():
+    # Pairs (attack > benign): 3 vs {1,2} -> 2, 2.5 vs {1,2} -> 2, 1.5 vs {1} -> 1; ties none. 5 of 6.
+    assert roc_auc(np.array([1.0, 2.0]), np.array([3.0, 2.5, 1.5])) == pytest.approx(5 / 6)
+    # A tie counts one half: attack 2 vs benign {2} -> 0.5 of 1.
+    assert roc_auc(np.array([2.0]), np.array([2.0])) == pytest.approx(0.5)
+    assert roc_auc(np.array([0.0, 0.1]), np.array([5.0, np.inf])) == 1.0
+
+
+def test_roc_curve_ends_at_the_corners():
+    fpr, tpr = roc_curve(np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.5, 5.0]))
+    assert (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    # At threshold 2.5 (flag > 2.5): benign 3, 4 flagged (0.5); attack 5 flagged (0.5).
+    assert any(f == 0.5 and t == 0.5 for f, t in zip(fpr, tpr, strict=True))
+
+
+def test_recall_at_fpr_by_hand():
+    benign = np.arange(1.0, 11.0)  # 1..10
+    attack = np.array([5.5, 9.5, 20.0])
+    th, rec = recall_at_fpr(benign, attack, 0.1)  # one benign of ten may be above: threshold 9
+    assert th == 9.0 and rec == pytest.approx(2 / 3)
+
+
+def test_metrics_on_a_tiny_labelled_set():
+    labels = np.array(["dns"] * 6 + ["ssh"] * 2 + ["ntp"] * 2 + ["dns-tunnel"] * 2)
+    loss = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 3.0, 0.2, 5.0, 0.3, 0.1, 0.1])
+    rule = np.array([False] * 6 + [True, True, False, False, False, False])
+    s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0})
+    ev = metrics(s, threshold=1.0)
+    # dns: one of six above 1.0 -> FPR 1/6. ssh: both by the rule. ntp: one by the model. tunnels: none.
+    assert ev["per_label"]["dns"] == {"flows": 6, "flagged": 1, "rate": 1 / 6, "rule_flagged": 0, "model_flagged": 1}
+    assert ev["fpr"] == pytest.approx(1 / 6)
+    assert ev["recall"] == pytest.approx(3 / 4)
+    assert ev["recall_per_protocol"] == {"ntp": 0.5, "ssh": 1.0}
+    assert ev["detectors"]["header-rule"]["recall"] == pytest.approx(2 / 4)
+    assert ev["detectors"]["header-model"]["recall"] == pytest.approx(2 / 4)  # 3.0 and 5.0
+    assert ev["detectors"]["combined"]["tunnel_recall"] == 0.0
+    # Combined ROC: ssh rule -> +inf; attacks {inf, inf, 5.0, 0.3} vs dns {.1,.2,.3,.4,.5,2}:
+    # inf, inf, 5.0 beat all 6 (18 pairs); 0.3 beats .1,.2 (2) and ties .3 (0.5) -> 20.5 / 24.
+    assert ev["roc_auc"] == pytest.approx(20.5 / 24)
+
+
+def test_attack_mask_leaves_out_benign_tunnels_and_unscored():
+    labels = np.array(["dns", "dns-tunnel", "other-port", "empty", "ssh", "redis"])
+    assert attack_mask(labels).tolist() == [False, False, False, False, True, True]
+    assert per_label(labels, np.array([1, 0, 0, 0, 1, 0], bool))["ssh"] == {"flows": 1, "flagged": 1, "rate": 1.0}
