@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import sys
@@ -39,6 +40,24 @@ class ArchivePlan:
 
     def all_files(self) -> list[str]:
         return [f for d in self.dates for f in self.files.get(d, [])]
+
+    def subset(self, dates: list[str]) -> ArchivePlan:
+        """The same plan restricted to some of its dates (a chunk of a backfill)."""
+        return ArchivePlan(self.root, list(dates), {d: self.files.get(d, []) for d in dates}, [])
+
+    def snapshot(self, date: str) -> str:
+        """A fingerprint of what a date holds now (files, sizes, modification times).
+
+        A date written late, or rewritten, gets a new fingerprint, so `score --new-only` scores it
+        again. Remote archives have none (""): there only the absence of a successful run counts.
+        """
+        if _is_remote(self.root):
+            return ""
+        h = hashlib.sha256()
+        for f in self.files.get(date, []):
+            st = os.stat(f)
+            h.update(f"{os.path.relpath(f, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
 
 
 def _is_remote(path: str) -> bool:

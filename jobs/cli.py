@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
     _dates(p, "score")
+    p.add_argument("--new-only", action="store_true",
+                   help="skip dates already scored successfully with this model whose files have not changed "
+                        "since (nightly runs; a stopped backfill resumes where it stopped)")
+    p.add_argument("--chunk-days", type=int, metavar="N",
+                   help="commit every N dates (default output.chunk_days: 7); a failure loses one chunk at most")
     _common(p)
 
     p = sub.add_parser("evaluate", help="measure the detectors on labelled flows (FPR, recall, ROC-AUC, report)",
@@ -103,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="empirical quantile, log-normal fit (Kitsune), or auto (default)")
     _common(p)
 
-    p = sub.add_parser("sql", help="run Spark SQL over the anomalies and runs tables",
-                       description="Run one Spark SQL statement with the tables registered as `anomalies` "
-                                   "and `runs`, and print the result.")
+    p = sub.add_parser("sql", help="run Spark SQL over the anomalies, runs and anomaly_patterns tables",
+                       description="Run one Spark SQL statement with the tables registered as `anomalies`, "
+                                   "`runs` and `anomaly_patterns`, and print the result.")
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
     p.add_argument("query", help='e.g. "SELECT * FROM anomalies ORDER BY score DESC LIMIT 20"')
     p.add_argument("--limit", type=int, default=50, help="rows to print at most (default 50)")
@@ -190,12 +195,19 @@ def _train(spark, cfg, args: argparse.Namespace) -> int:
 def _score(spark, cfg, args: argparse.Namespace) -> int:
     from portprint.jobs.score import run_score
 
-    r = run_score(spark, cfg, args.flows, args.model, args.warehouse, args.start, args.end)
+    if args.chunk_days is not None and args.chunk_days < 1:
+        return _fail("--chunk-days must be at least 1")
+    r = run_score(spark, cfg, args.flows, args.model, args.warehouse, args.start, args.end, new_only=args.new_only,
+                  chunk_days=args.chunk_days)
+    if not r.dates:
+        print(f"nothing to score: all {len(r.skipped_dates)} date(s) in range are scored with model "
+              f"{r.model_version} and unchanged")
+        return 0
     rate = r.flows_scored / r.seconds if r.seconds else 0.0
     print(f"run {r.run_id}: {len(r.dates)} date(s), {r.flows_read} flows read, {r.flows_scored} port-53 flows "
           f"scored ({r.flows_skipped} without payload skipped), {r.anomalies} anomalies, {r.seconds:.1f}s "
           f"({rate:,.0f} flows/s), writer {r.writer}")
-    print(f"tables: {r.anomalies_table}  {r.runs_table}")
+    print(f"tables: {r.anomalies_table}  {r.runs_table}  (and anomaly_patterns beside them)")
     return 0
 
 

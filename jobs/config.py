@@ -87,8 +87,11 @@ class ThresholdConf:
 class OutputConf:
     anomalies: str = "anomalies"
     runs: str = "runs"
+    patterns: str = "anomaly_patterns"
+    pattern_days: str = "anomaly_pattern_days"
     writer: str = "auto"
     top_bytes: int = 3
+    chunk_days: int = 7
 
 
 @dataclass(frozen=True)

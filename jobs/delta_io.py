@@ -8,9 +8,11 @@ a rerun replaces that date's rows (never duplicates) and a failure leaves the ta
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
 
@@ -88,6 +90,12 @@ def append(spark: SparkSession, rows: pa.Table, table: str, writer: str) -> None
     write_deltalake(table, rows, mode="append", partition_by=["date"])
 
 
+def remove_folder(path: str) -> None:
+    """Remove a local staging folder (remote staging is left to the storage's lifecycle rules)."""
+    if _is_local(path):
+        shutil.rmtree(_local(path), ignore_errors=True)
+
+
 def table_exists(table: str) -> bool:
     return os.path.isdir(os.path.join(_local(table), "_delta_log")) if _is_local(table) else True
 
@@ -115,3 +123,36 @@ def read_table(spark: SparkSession, table: str, schema: pa.Schema, writer: str) 
         return spark.createDataFrame([], sschema)
     df = spark.read.option("basePath", _local(table)).parquet(*files)
     return df.select(*[df[f.name].cast(f.dataType).alias(f.name) for f in sschema.fields])
+
+
+def merge_upsert(spark: SparkSession, source: pa.Table, table: str, key: str, writer: str) -> None:
+    """MERGE ``source`` into ``table`` on ``key``: rows with flows = 0 delete, others update or insert.
+
+    One Delta commit either way: Spark SQL's MERGE INTO where the Delta data source exists, delta-rs's
+    merge otherwise.
+    """
+    live = source.filter(pa.compute.greater(source["flows"], 0))
+    if not table_exists(table):
+        if live.num_rows:
+            if writer == SPARK:
+                spark.createDataFrame(live.to_pylist(), schema=spark_schema(live.schema)).write.format(
+                    "delta").save(table)
+            else:
+                from deltalake import write_deltalake
+
+                write_deltalake(table, live)
+        return
+    if writer == SPARK:
+        spark.createDataFrame(source.to_pylist(), schema=spark_schema(source.schema)).createOrReplaceTempView(
+            "_portprint_merge_source")
+        spark.sql(f"MERGE INTO delta.`{table}` AS t USING _portprint_merge_source AS s ON t.{key} = s.{key} "
+                  "WHEN MATCHED AND s.flows = 0 THEN DELETE WHEN MATCHED THEN UPDATE SET * "
+                  "WHEN NOT MATCHED AND s.flows > 0 THEN INSERT *")
+        return
+    from deltalake import DeltaTable
+
+    (DeltaTable(table).merge(source=source, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t")
+     .when_matched_delete(predicate="s.flows = 0")
+     .when_matched_update_all()
+     .when_not_matched_insert_all(predicate="s.flows > 0")
+     .execute())

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
-import shutil
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from portprint.jobs import delta_io
-from portprint.jobs.archive import ArchiveError, plan_archive, read_archive
+from portprint.jobs.archive import ArchiveError, ArchivePlan, plan_archive, read_archive
 from portprint.jobs.config import Config
-from portprint.jobs.tables import ANOMALIES, RUNS
+from portprint.jobs.patterns import update_patterns
+from portprint.jobs.tables import ANOMALIES, RUNS, spark_schema
 from portprint.jobs.transforms import canonical, has_payload, in_scope, score_flows
 from portprint.models.artifact import ModelArtifact, ModelError
 from portprint.udfs.features import FEATURE_VERSION
@@ -39,11 +40,22 @@ class ScoreReport:
     anomalies_table: str
     runs_table: str
     model_version: str
+    skipped_dates: list[str] = field(default_factory=list)  # already scored (with --new-only)
+    chunks: int = 0
 
 
-def table_paths(cfg: Config, warehouse: str) -> tuple[str, str]:
-    """Where the two tables live: names from config, relative to the warehouse folder."""
-    return (os.path.join(warehouse, cfg.output.anomalies), os.path.join(warehouse, cfg.output.runs))
+@dataclass(frozen=True)
+class Tables:
+    anomalies: str
+    runs: str
+    pattern_days: str
+    patterns: str
+
+
+def table_paths(cfg: Config, warehouse: str) -> Tables:
+    """Where the tables live: names from config, relative to the warehouse folder."""
+    o = cfg.output
+    return Tables(*(os.path.join(warehouse, n) for n in (o.anomalies, o.runs, o.pattern_days, o.patterns)))
 
 
 def _per_date_counts(dates: list[str], prefix: str, condition=None) -> list:
@@ -60,26 +72,88 @@ def load_model(model_dir: str) -> ModelArtifact:
     return art
 
 
+def already_scored(spark: SparkSession, runs_table: str, writer: str, model_version: str) -> dict[str, str]:
+    """date -> archive snapshot of the latest successful run with this model."""
+    runs = delta_io.read_table(spark, runs_table, RUNS, writer)
+    rows = (runs.where((F.col("status") == "succeeded") & (F.col("model_version") == model_version))
+            .groupBy("date").agg(F.max_by("archive_snapshot", "started_at").alias("snap")).collect())
+    return {r["date"]: r["snap"] or "" for r in rows}
+
+
 def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, warehouse: str,
-              start: str | None = None, end: str | None = None,
+              start: str | None = None, end: str | None = None, *, new_only: bool = False,
+              chunk_days: int | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> ScoreReport:
-    """Score every archive date in [start, end] and replace those dates in `anomalies`; log to `runs`."""
+    """Score the archive dates in [start, end], chunk by chunk; each chunk replaces its dates in
+    `anomalies` in one commit, folds them into `anomaly_patterns`, and logs a row per date to `runs`.
+
+    With new_only, dates that already have a successful run with this model and an unchanged archive
+    snapshot are skipped: a nightly job scores what is new or late, and a stopped backfill resumes.
+    """
     t0 = time.monotonic()
     art = load_model(model_dir)
     meta = art.meta
-    cols = cfg.archive.columns
-    plan = plan_archive(flows, cols, cfg.archive.prefix_encoding, start, end)
+    plan = plan_archive(flows, cfg.archive.columns, cfg.archive.prefix_encoding, start, end)
     writer = delta_io.choose_writer(spark, cfg.output.writer)
-    anomalies_table, runs_table = table_paths(cfg, warehouse)
+    tables = table_paths(cfg, warehouse)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
-    started = dt.datetime.now(dt.timezone.utc)
-    log(f"portprint score: run {run_id}, {len(plan.dates)} date(s) {plan.dates[0]}..{plan.dates[-1]}, "
-        f"model {meta.model_version} (threshold {meta.threshold:.4g}), writer {writer}")
+    todo, skipped = list(plan.dates), []
+    if new_only:
+        done = already_scored(spark, tables.runs, writer, meta.model_version)
+        todo = [d for d in plan.dates if d not in done or done[d] != plan.snapshot(d)]
+        skipped = [d for d in plan.dates if d not in todo]
+    size = chunk_days or cfg.output.chunk_days
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    log(f"portprint score: run {run_id}: {len(todo)} date(s) to score in {len(chunks)} chunk(s)"
+        + (f", {len(skipped)} already scored" if skipped else "")
+        + f"; model {meta.model_version} (threshold {meta.threshold:.4g}); writer {writer}")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    rows: list[dict] = []
+    scored_flows, done_dates = 0, 0
+    for k, chunk in enumerate(chunks):
+        c0 = time.monotonic()
+        started = dt.datetime.now(dt.timezone.utc)
+        base = {"run_id": run_id, "threshold": meta.threshold, "model_version": meta.model_version,
+                "writer": writer, "started_at": started, "archive": flows, "chunk": k}
+        try:
+            chunk_rows = _score_chunk(spark, cfg, art, plan.subset(chunk), tables, writer, warehouse, run_id,
+                                      started)
+        except BaseException as exc:
+            # Earlier chunks stay committed; this one's dates are logged as failed and left as they were.
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            failed = [base | {"date": d, "status": status, "seconds": time.monotonic() - c0,
+                              "archive_snapshot": plan.snapshot(d), "error": str(exc).splitlines()[0][:500]
+                              if str(exc) else type(exc).__name__} for d in chunk]
+            with contextlib.suppress(Exception):  # the original failure matters more than its log row
+                delta_io.append(spark, pa.Table.from_pylist(failed, schema=RUNS), tables.runs, writer)
+            raise
+        seconds = time.monotonic() - c0
+        chunk_rows = [base | r | {"status": "succeeded", "seconds": seconds,
+                                  "archive_snapshot": plan.snapshot(r["date"]), "error": None} for r in chunk_rows]
+        delta_io.append(spark, pa.Table.from_pylist(chunk_rows, schema=RUNS), tables.runs, writer)
+        rows += chunk_rows
+        scored_flows += sum(r["flows_scored"] for r in chunk_rows)
+        done_dates += len(chunk)
+        rate = scored_flows / max(time.monotonic() - t0, 1e-9)
+        eta = (time.monotonic() - t0) / done_dates * (len(todo) - done_dates)
+        log(f"portprint score: [{done_dates}/{len(todo)} dates] {chunk[0]}..{chunk[-1]}: "
+            f"{sum(r['flows_scored'] for r in chunk_rows):,} flows scored, "
+            f"{sum(r['anomalies'] for r in chunk_rows)} anomalies, {seconds:.1f}s; "
+            f"{rate:,.0f} flows/s overall, ETA {eta:.0f}s")
+    return ScoreReport(run_id, todo, writer, sum(r["flows_read"] for r in rows),
+                       sum(r["flows_scored"] for r in rows), sum(r["flows_skipped"] for r in rows),
+                       sum(r["anomalies"] for r in rows), time.monotonic() - t0, tables.anomalies, tables.runs,
+                       meta.model_version, skipped, len(chunks))
 
-    staged = os.path.join(warehouse, "_staging", run_id)
+
+def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: ArchivePlan, tables: Tables,
+                 writer: str, warehouse: str, run_id: str, started: dt.datetime) -> list[dict]:
+    """Score one chunk of dates and commit it; return its per-date counts."""
+    meta, cols = art.meta, cfg.archive.columns
+    staged = os.path.join(warehouse, "_staging", f"{run_id}-{plan.dates[0]}")
     read_obs, scope_obs = Observation("read"), Observation("scope")
     raw = read_archive(spark, plan, cols)
+    read_counts, scope_counts, found = {}, {}, {}
     if raw is not None:
         score_udf, explain_udf = make_udfs(art.weights, meta.model_version, meta.width, meta.id_mode,
                                            tuple(meta.hidden), cfg.spark.torch_threads_per_task,
@@ -96,33 +170,22 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
         try:
             anomalies.write.mode("overwrite").parquet(staged)
         except Exception as exc:
-            raise _explain_spark_failure(exc, flows) from None
+            raise _explain_spark_failure(exc, plan.root) from None
         read_counts, scope_counts = read_obs.get, scope_obs.get
-    else:
-        read_counts, scope_counts = {}, {}
-    log(f"portprint score: scored in {time.monotonic() - t0:.1f}s; writing {anomalies_table}")
-    found = _staged_counts(spark, staged) if raw is not None else {}
-    delta_io.replace_dates(spark, staged, anomalies_table, ANOMALIES, plan.dates, writer)
-
-    seconds = time.monotonic() - t0
-    rows = []
+        found = _staged_counts(spark, staged)
+    delta_io.replace_dates(spark, staged, tables.anomalies, ANOMALIES, plan.dates, writer)
+    staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if raw is not None
+                 else spark.createDataFrame([], spark_schema(ANOMALIES)))
+    update_patterns(spark, staged_df, plan.dates, warehouse,
+                    (cfg.output.pattern_days, cfg.output.patterns), writer)
+    delta_io.remove_folder(staged)
+    out = []
     for i, d in enumerate(plan.dates):
         n_scope, n_skip = int(scope_counts.get(f"s{i}") or 0), int(scope_counts.get(f"k{i}") or 0)
         rule, model, total = found.get(d, (0, 0, 0))
-        rows.append({
-            "run_id": run_id, "date": d, "status": "succeeded",
-            "flows_read": int(read_counts.get(f"n{i}") or 0), "flows_scored": n_scope - n_skip,
-            "flows_skipped": n_skip, "anomalies": total, "model_flagged": model, "rule_flagged": rule,
-            "threshold": meta.threshold, "model_version": meta.model_version, "writer": writer,
-            "seconds": seconds, "started_at": started, "archive": flows,
-        })
-    delta_io.append(spark, pa.Table.from_pylist(rows, schema=RUNS), runs_table, writer)
-    if "://" not in staged:
-        shutil.rmtree(staged, ignore_errors=True)
-    return ScoreReport(run_id, plan.dates, writer, sum(r["flows_read"] for r in rows),
-                       sum(r["flows_scored"] for r in rows), sum(r["flows_skipped"] for r in rows),
-                       sum(r["anomalies"] for r in rows), seconds, anomalies_table, runs_table,
-                       meta.model_version)
+        out.append({"date": d, "flows_read": int(read_counts.get(f"n{i}") or 0), "flows_scored": n_scope - n_skip,
+                    "flows_skipped": n_skip, "anomalies": total, "model_flagged": model, "rule_flagged": rule})
+    return out
 
 
 def _staged_counts(spark: SparkSession, staged: str) -> dict[str, tuple[int, int, int]]:

@@ -57,6 +57,39 @@ RUNS = pa.schema([
     ("seconds", pa.float64()),
     ("started_at", TS),
     ("archive", pa.string()),
+    ("chunk", pa.int32()),              # which chunk of the run (backfills commit chunk by chunk)
+    ("archive_snapshot", pa.string()),  # fingerprint of the date's files when scored
+    ("error", pa.string()),             # why a failed chunk failed
+])
+
+# Per pattern and date: the building block that makes anomaly_patterns rebuildable when dates are rescored.
+PATTERN_DAYS = pa.schema([
+    ("pattern", pa.string()),
+    ("date", pa.string()),
+    ("detector", pa.string()),
+    ("flows", pa.int64()),
+    ("src_sketch", pa.binary()),        # HyperLogLog sketches (Spark's hll_sketch_agg) of the addresses
+    ("dst_sketch", pa.binary()),
+    ("first_seen", TS),
+    ("last_seen", TS),
+    ("example_flow_id", pa.string()),
+    ("example_prefix_text", pa.string()),
+    ("model_versions", pa.list_(pa.string())),
+])
+
+# One row per recurring pattern across all scored history: "when did this start, and who else does it?"
+PATTERNS = pa.schema([
+    ("pattern", pa.string()),           # 'dns udp flags=0100 qd=0001 an=0000' or 'bytes tcp 5353482d'
+    ("detector", pa.string()),
+    ("first_seen", TS),
+    ("last_seen", TS),
+    ("days", pa.int64()),
+    ("flows", pa.int64()),
+    ("distinct_sources", pa.int64()),   # HyperLogLog estimates: exact for small counts, ~2% error beyond
+    ("distinct_destinations", pa.int64()),
+    ("example_flow_id", pa.string()),
+    ("example_prefix_text", pa.string()),
+    ("model_versions", pa.list_(pa.string())),
 ])
 
 
