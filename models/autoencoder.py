@@ -63,12 +63,6 @@ def reconstruction_loss(model: PrefixAutoencoder, feats: np.ndarray, weights: np
     return (err @ weights).astype(np.float64) / float(weights.sum())
 
 
-def byte_losses(model: PrefixAutoencoder, feats: np.ndarray, width: int) -> np.ndarray:
-    """Squared error summed over each byte's 8 bits: float32 [n, width]. For explanations."""
-    err = squared_errors(model, feats)
-    return err[:, : width * 8].reshape(-1, width, 8).sum(axis=2)
-
-
 @dataclass(frozen=True)
 class TrainResult:
     model: PrefixAutoencoder

@@ -24,7 +24,7 @@ from portprint.udfs.features import (
     encode_features,
     pattern_keys,
 )
-from portprint.udfs.header_rule import REASONS, header_reasons
+from portprint.udfs.header_rule import header_reasons
 
 FIELD_OF_BYTE = ("id", "id", "flags", "flags", "qdcount", "qdcount", "ancount", "ancount",
                  "nscount", "nscount", "arcount", "arcount")
@@ -158,10 +158,6 @@ def cached_scorer(version: str, weights: bytes, width: int, id_mode: str, hidden
                 scorer = Scorer(weights, width, id_mode, hidden)
                 _CACHE[version] = scorer
     return scorer
-
-
-def reason_name(code: int) -> str:
-    return REASONS[code]
 
 
 def make_udfs(weights: bytes, version: str, width: int, id_mode: str, hidden: tuple[int, ...],
