@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from portprint.models.autoencoder import feature_weights, model_from_bytes, squared_errors
+from portprint.models.autoencoder import feature_weights, model_from_bytes, reconstruction_loss, squared_errors
 from portprint.udfs.features import (
     binary_buffers,
     decode_headers,
@@ -67,16 +67,11 @@ class Scorer:
         args = (buf.offsets, buf.data, buf.validity, buf.bit_offset, proto, orig_bytes, self.width, self.mask_id)
         if len(proto) == 0:
             return np.zeros(0, np.float64)
-        if self.dedup:
-            keys = pattern_keys(*args)
-            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-            feats = encode_features(*args)[first] if len(first) < len(keys) else encode_features(*args)
-            err = squared_errors(self.model, feats)
-            loss = (err @ self.weights).astype(np.float64) / float(self.weights.sum())
-            return loss[inverse] if len(first) < len(keys) else loss
         feats = encode_features(*args)
-        err = squared_errors(self.model, feats)
-        return (err @ self.weights).astype(np.float64) / float(self.weights.sum())
+        if not self.dedup:
+            return reconstruction_loss(self.model, feats, self.weights)
+        _, first, inverse = np.unique(pattern_keys(*args), return_index=True, return_inverse=True)
+        return reconstruction_loss(self.model, feats[first], self.weights)[inverse]
 
     def score(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array,
               prefix_len: pa.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
