@@ -168,6 +168,7 @@ def write_report(ev: dict, s: Scored, out: str) -> str:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:  # plots are for people; the numbers stand without them
         plt = None
     if plt is not None:
@@ -187,10 +188,12 @@ def write_report(ev: dict, s: Scored, out: str) -> str:
         fig, ax = plt.subplots(figsize=(7, 4))
         floor = max(float(np.min(s.loss[s.loss > 0])) if (s.loss > 0).any() else 1e-9, 1e-9)
         bins = np.logspace(np.log10(floor), np.log10(max(float(s.loss.max()), floor * 10)), 60)
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # one colour per label, up to twenty
         for lab in sorted(set(s.label.tolist())):
             ax.hist(np.clip(s.loss[s.label == lab], floor, None), bins=bins, histtype="step", label=lab, density=True)
         ax.axvline(ev["threshold"], color="black", ls="--", label="threshold")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("reconstruction loss (log)")
         ax.set_ylabel("density")
         ax.legend(fontsize=7, ncol=2)
