@@ -76,3 +76,16 @@ def test_bad_input_exits_non_zero_with_one_line(spark, tmp_path, capsys, argv, w
     assert len(err) == 1 and err[0].startswith("portprint: error:"), err
     for w in words:
         assert w in err[0]
+
+
+def test_without_java_the_cli_says_how_to_install_it(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
+    env["PATH"] = str(tmp_path)  # no java on it
+    (tmp_path / "flows" / "date=2026-11-01").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "portprint.jobs.cli", "train", "--flows", str(tmp_path / "flows"),
+                           "--model", str(tmp_path / "m")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Java 17" in proc.stderr and "apt-get install" in proc.stderr
