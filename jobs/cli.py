@@ -243,5 +243,12 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
     return 0
 
 
+def job_main() -> None:
+    """Entry point for Databricks wheel tasks, which ignore a return value: fail the task on failure."""
+    code = main()
+    if code:
+        raise SystemExit(code)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -92,6 +92,7 @@ class OutputConf:
     writer: str = "auto"
     top_bytes: int = 3
     chunk_days: int = 7
+    location: str | None = None  # Unity Catalog tables: null = managed; a path = external tables under it
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,46 @@ a rerun replaces that date's rows (never duplicates) and a failure leaves the ta
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute
 import pyarrow.dataset as ds
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 
 from portprint.jobs.tables import spark_schema
 
 SPARK = "spark"
 DELTA_RS = "delta-rs"
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_`-]+\.[A-Za-z0-9_`-]+\.[A-Za-z0-9_`-]+$")
+
+
+def is_table_name(table: str) -> bool:
+    """A Unity Catalog name (catalog.schema.table) rather than a path: written with saveAsTable."""
+    return bool(_TABLE_NAME.match(table))
+
+
+def _sql_ref(table: str) -> str:
+    return table if is_table_name(table) else f"delta.`{table}`"
+
+
+def _save(writer: DataFrameWriter, table: str) -> None:
+    if is_table_name(table):
+        writer.saveAsTable(table)
+    else:
+        writer.save(table)
+
+
+def ensure_table(spark: SparkSession, table: str, schema: pa.Schema, location: str | None = None) -> None:
+    """Create a Unity Catalog table if it does not exist: managed, or external under ``location``."""
+    if not is_table_name(table) or spark.catalog.tableExists(table):
+        return
+    columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in spark_schema(schema).fields)
+    partitioned = " PARTITIONED BY (date)" if "date" in schema.names else ""
+    where = f" LOCATION '{location.rstrip('/')}/{table.split('.')[-1].strip('`')}'" if location else ""
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING DELTA{partitioned}{where}")
 
 
 def spark_delta_available(spark: SparkSession) -> bool:
@@ -62,8 +90,9 @@ def replace_dates(spark: SparkSession, staged: str, table: str, schema: pa.Schem
     """Make ``table``'s rows for ``dates`` exactly the rows staged as Parquet at ``staged``, in one commit."""
     if writer == SPARK:
         df = spark.read.schema(spark_schema(schema)).parquet(staged)
-        (df.write.format("delta").mode("overwrite").option("replaceWhere", date_predicate(dates))
-         .partitionBy("date").save(table))
+        w = (df.write.format("delta").mode("overwrite").option("replaceWhere", date_predicate(dates))
+             .partitionBy("date"))
+        _save(w, table)
         return
     from deltalake import write_deltalake
 
@@ -83,7 +112,7 @@ def append(spark: SparkSession, rows: pa.Table, table: str, writer: str) -> None
     """Append a small driver-side table (the runs log)."""
     if writer == SPARK:
         df = spark.createDataFrame(rows.to_pylist(), schema=spark_schema(rows.schema))
-        df.write.format("delta").mode("append").partitionBy("date").save(table)
+        _save(df.write.format("delta").mode("append").partitionBy("date"), table)
         return
     from deltalake import write_deltalake
 
@@ -96,8 +125,22 @@ def remove_folder(path: str) -> None:
         shutil.rmtree(_local(path), ignore_errors=True)
 
 
-def table_exists(table: str) -> bool:
-    return os.path.isdir(os.path.join(_local(table), "_delta_log")) if _is_local(table) else True
+def table_exists(table: str, spark: SparkSession | None = None) -> bool:
+    """Does the Delta table exist yet? (A first run reads runs and the pattern tables before writing them.)"""
+    if is_table_name(table):
+        return spark is not None and spark.catalog.tableExists(table)
+    if _is_local(table):
+        return os.path.isdir(os.path.join(_local(table), "_delta_log"))
+    if spark is None:
+        return True
+    try:  # a cloud URI: ask Spark's Delta reader (works on Spark Connect too)
+        spark.read.format("delta").load(table).limit(0).collect()
+    except Exception as exc:
+        text = str(exc)
+        if any(s in text for s in ("DELTA_MISSING_DELTA_TABLE", "PATH_NOT_FOUND", "is not a Delta table")):
+            return False
+        raise
+    return True
 
 
 def read_table(spark: SparkSession, table: str, schema: pa.Schema, writer: str) -> DataFrame:
@@ -106,11 +149,11 @@ def read_table(spark: SparkSession, table: str, schema: pa.Schema, writer: str) 
     Without it, the snapshot's data files are listed by delta-rs and read by Spark's Parquet
     reader: the same rows, scanned in parallel, never collected to the driver.
     """
-    if writer == SPARK:
-        return spark.read.format("delta").load(table)
     sschema = spark_schema(schema)
-    if not table_exists(table):
+    if not table_exists(table, spark):
         return spark.createDataFrame([], sschema)
+    if writer == SPARK:
+        return spark.read.table(table) if is_table_name(table) else spark.read.format("delta").load(table)
     from deltalake import DeltaTable
 
     dt = DeltaTable(table)
@@ -132,11 +175,11 @@ def merge_upsert(spark: SparkSession, source: pa.Table, table: str, key: str, wr
     merge otherwise.
     """
     live = source.filter(pa.compute.greater(source["flows"], 0))
-    if not table_exists(table):
+    if not table_exists(table, spark):
         if live.num_rows:
             if writer == SPARK:
-                spark.createDataFrame(live.to_pylist(), schema=spark_schema(live.schema)).write.format(
-                    "delta").save(table)
+                df = spark.createDataFrame(live.to_pylist(), schema=spark_schema(live.schema))
+                _save(df.write.format("delta"), table)
             else:
                 from deltalake import write_deltalake
 
@@ -145,7 +188,7 @@ def merge_upsert(spark: SparkSession, source: pa.Table, table: str, key: str, wr
     if writer == SPARK:
         spark.createDataFrame(source.to_pylist(), schema=spark_schema(source.schema)).createOrReplaceTempView(
             "_portprint_merge_source")
-        spark.sql(f"MERGE INTO delta.`{table}` AS t USING _portprint_merge_source AS s ON t.{key} = s.{key} "
+        spark.sql(f"MERGE INTO {_sql_ref(table)} AS t USING _portprint_merge_source AS s ON t.{key} = s.{key} "
                   "WHEN MATCHED AND s.flows = 0 THEN DELETE WHEN MATCHED THEN UPDATE SET * "
                   "WHEN NOT MATCHED AND s.flows > 0 THEN INSERT *")
         return

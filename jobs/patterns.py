@@ -58,7 +58,7 @@ def totals(days: DataFrame) -> DataFrame:
 def update_patterns(spark: SparkSession, anomalies: DataFrame, dates: list[str], warehouse: str,
                     names: tuple[str, str], writer: str) -> int:
     """Fold one chunk's anomalies into the pattern tables; return how many patterns it touched."""
-    days_table, patterns_table = (os.path.join(warehouse, n) for n in names)
+    days_table, patterns_table = names  # located by score.table_paths (paths or Unity Catalog names)
     before = delta_io.read_table(spark, days_table, PATTERN_DAYS, writer)
     old = {r["pattern"] for r in before.where(F.col("date").isin(dates)).select("pattern").distinct().collect()}
     staged = os.path.join(warehouse, "_staging", f"patterns-{dates[0]}-{os.getpid()}")

@@ -20,7 +20,7 @@ from portprint.jobs import delta_io
 from portprint.jobs.archive import ArchiveError, ArchivePlan, plan_archive, read_archive
 from portprint.jobs.config import Config
 from portprint.jobs.patterns import update_patterns
-from portprint.jobs.tables import ANOMALIES, RUNS, spark_schema
+from portprint.jobs.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, spark_schema
 from portprint.jobs.transforms import canonical, has_payload, in_scope, score_flows
 from portprint.models.artifact import ModelArtifact, ModelError
 from portprint.udfs.features import FEATURE_VERSION
@@ -53,9 +53,11 @@ class Tables:
 
 
 def table_paths(cfg: Config, warehouse: str) -> Tables:
-    """Where the tables live: names from config, relative to the warehouse folder."""
+    """Where the tables live: Unity Catalog names (catalog.schema.table) as configured, other names as
+    folders under the warehouse."""
     o = cfg.output
-    return Tables(*(os.path.join(warehouse, n) for n in (o.anomalies, o.runs, o.pattern_days, o.patterns)))
+    return Tables(*(n if delta_io.is_table_name(n) else os.path.join(warehouse, n)
+                    for n in (o.anomalies, o.runs, o.pattern_days, o.patterns)))
 
 
 def _per_date_counts(dates: list[str], prefix: str, condition=None) -> list:
@@ -96,6 +98,9 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     plan = plan_archive(flows, cfg.archive.columns, cfg.archive.prefix_encoding, start, end)
     writer = delta_io.choose_writer(spark, cfg.output.writer)
     tables = table_paths(cfg, warehouse)
+    for table, schema in ((tables.anomalies, ANOMALIES), (tables.runs, RUNS), (tables.pattern_days, PATTERN_DAYS),
+                          (tables.patterns, PATTERNS)):
+        delta_io.ensure_table(spark, table, schema, cfg.output.location)  # Unity Catalog names only
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     todo, skipped = list(plan.dates), []
     if new_only:
@@ -176,8 +181,7 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     delta_io.replace_dates(spark, staged, tables.anomalies, ANOMALIES, plan.dates, writer)
     staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if raw is not None
                  else spark.createDataFrame([], spark_schema(ANOMALIES)))
-    update_patterns(spark, staged_df, plan.dates, warehouse,
-                    (cfg.output.pattern_days, cfg.output.patterns), writer)
+    update_patterns(spark, staged_df, plan.dates, warehouse, (tables.pattern_days, tables.patterns), writer)
     delta_io.remove_folder(staged)
     out = []
     for i, d in enumerate(plan.dates):

@@ -54,8 +54,12 @@ def build_session(cfg: Config) -> SparkSession:
     if active is not None:
         return active
     if cfg.spark.master is None:
-        raise EnvironmentProblem("no active Spark session and spark.master is null (env databricks); "
-                                 "run on a Databricks cluster or use --env local")
+        # A Databricks wheel task may start before any session is active: attach to the cluster's.
+        try:
+            return SparkSession.builder.getOrCreate()
+        except Exception as exc:
+            raise EnvironmentProblem("no Spark session to attach to and spark.master is null (env databricks); "
+                                     "run on a Databricks cluster or use --env local") from exc
     require_java()
     # Spark's Python workers must run this interpreter, which has numba, torch and portprint.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

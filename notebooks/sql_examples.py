@@ -1,0 +1,167 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # portprint: analyst SQL
+# MAGIC
+# MAGIC Examples over the three tables, registered as `anomalies`, `runs` and `anomaly_patterns`:
+# MAGIC
+# MAGIC | table | one row per | use it for |
+# MAGIC |---|---|---|
+# MAGIC | `anomalies` | flagged flow | the evidence: who, when, which bytes, decoded header, which detector |
+# MAGIC | `runs` | date scored by a run | coverage and health: what was scored, with which model, how fast |
+# MAGIC | `anomaly_patterns` | recurring prefix pattern, all months | "when did this start, and who else does it?" |
+# MAGIC
+# MAGIC Each query is plain Spark SQL; copy it into a SQL editor against the Unity Catalog tables as well.
+
+# COMMAND ----------
+
+# ruff: noqa: F821 - spark, dbutils and display are the Databricks notebook's globals
+from portprint.jobs.config import load_config
+from portprint.jobs.sql import register_tables
+
+# COMMAND ----------
+
+dbutils.widgets.text("env", "databricks", "conf overlay (--env)")
+dbutils.widgets.text("conf", "", "extra conf file (--conf)")
+dbutils.widgets.text("warehouse", "", "warehouse folder (--warehouse)")
+cfg = load_config(dbutils.widgets.get("env"), dbutils.widgets.get("conf") or None)
+register_tables(spark, cfg, dbutils.widgets.get("warehouse"))
+
+# COMMAND ----------
+
+# MAGIC %md ## Anomalies per date and detector, last 30 days
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, detector, count(*) AS anomalies, count(DISTINCT src_ip) AS sources
+FROM anomalies
+WHERE date >= date_format(date_sub(current_date(), 30), 'yyyy-MM-dd')
+GROUP BY date, detector
+ORDER BY date, detector
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## The worst anomalies of the last 7 days, with the decoded header and the bytes that failed
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, ts, src_ip, dst_ip, dst_port, proto, detector, header_reason, round(score, 1) AS score,
+       prefix_text, prefix_hex, tcp_len, dns_id, qr, opcode, rcode, qdcount, ancount, failed_fields
+FROM anomalies
+WHERE date >= date_format(date_sub(current_date(), 7), 'yyyy-MM-dd')
+ORDER BY score DESC
+LIMIT 100
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## Sources that keep coming back: active on many dates, to many destinations
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT src_ip, count(*) AS anomalies, count(DISTINCT date) AS dates, min(date) AS first_date,
+       max(date) AS last_date, count(DISTINCT dst_ip) AS destinations, collect_set(header_reason) AS reasons
+FROM anomalies
+GROUP BY src_ip
+HAVING count(DISTINCT date) >= 3
+ORDER BY dates DESC, anomalies DESC
+LIMIT 100
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## Source port 53 (the firewall-bypass trick): flows in scope only because of the initiator side
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, src_ip, src_port, dst_ip, dst_port, detector, prefix_text
+FROM anomalies
+WHERE matched_side = 'initiator'
+ORDER BY date DESC, ts DESC
+LIMIT 100
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## Coverage and health: the latest run of each date, and dates whose latest run did not succeed
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, status, run_id, model_version, flows_read, flows_scored, flows_skipped, anomalies,
+       round(flows_scored / nullif(seconds, 0)) AS flows_per_second, started_at
+FROM (SELECT *, row_number() OVER (PARTITION BY date ORDER BY started_at DESC) AS newest FROM runs)
+WHERE newest = 1
+ORDER BY date DESC
+"""))
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, status, run_id, started_at
+FROM (SELECT *, row_number() OVER (PARTITION BY date ORDER BY started_at DESC) AS newest FROM runs)
+WHERE newest = 1 AND status <> 'succeeded'
+ORDER BY date
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## Rescoring history: dates scored by more than one model version, and how the counts moved
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, model_version, max(started_at) AS scored_at, max_by(anomalies, started_at) AS anomalies
+FROM runs
+WHERE status = 'succeeded'
+  AND date IN (SELECT date FROM runs WHERE status = 'succeeded' GROUP BY date
+               HAVING count(DISTINCT model_version) > 1)
+GROUP BY date, model_version
+ORDER BY date, scored_at
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## Patterns first seen in the last 7 days: new behaviour on port 53
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT pattern, detector, first_seen, last_seen, flows, distinct_sources, distinct_destinations, model_versions
+FROM anomaly_patterns
+WHERE first_seen >= date_sub(current_date(), 7)
+ORDER BY distinct_sources DESC, flows DESC
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## When did it start, and who else does it: long-lived patterns, widest spread first
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT pattern, detector, first_seen, last_seen, datediff(last_seen, first_seen) + 1 AS days_span, flows,
+       distinct_sources, distinct_destinations
+FROM anomaly_patterns
+WHERE datediff(last_seen, first_seen) >= 30
+ORDER BY distinct_sources DESC, days_span DESC
+LIMIT 100
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## A pattern's example flow, in full
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT p.pattern, p.first_seen, p.flows, a.*
+FROM anomaly_patterns AS p
+JOIN anomalies AS a ON a.flow_id = p.example_flow_id
+ORDER BY p.flows DESC
+LIMIT 20
+"""))

@@ -1,0 +1,183 @@
+"""The scoring job, unchanged, on Spark Connect: the same anomalies as on the classic session.
+
+Databricks serverless and shared clusters give jobs a Spark Connect session: no SparkContext, no
+``_jvm``. pyspark 4.2 starts such a session locally with ``SparkSession.builder.remote("local[2]")``.
+A process can hold a classic or a Connect session, not both, so the Connect run happens in a
+subprocess while this process keeps the suite's classic session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from portprint.jobs.sample import write_sample
+from portprint.jobs.score import run_score
+from portprint.jobs.train import run_train
+
+pytestmark = pytest.mark.slow
+DAYS = ["2026-11-01", "2026-11-02"]
+
+CONNECT_SCRIPT = textwrap.dedent("""\
+    import dataclasses, json, sys
+    from pyspark.sql import SparkSession
+
+    from portprint.jobs.config import load_config
+    from portprint.jobs.score import run_score
+    from portprint.jobs.session import build_session
+
+    spark = (SparkSession.builder.remote("local[2]")
+             .config("spark.sql.shuffle.partitions", "2")
+             .getOrCreate())
+    try:
+        line = sys.stdin.readline()  # the job's arguments, sent once the archive and model exist
+        if line.strip():
+            args = json.loads(line)
+            cfg = load_config("local", overrides=args["overrides"])
+            # The CLI's path: build_session must hand back the Connect session, not start a classic one.
+            same = build_session(cfg) is spark
+            try:
+                spark.sparkContext
+                has_context = True
+            except Exception:
+                has_context = False
+            report = run_score(spark, cfg, args["flows"], args["model"], args["warehouse"], new_only=True,
+                               log=lambda m: None)
+            print("PORTPRINT-REPORT " + json.dumps({
+                "session": type(spark).__module__ + "." + type(spark).__qualname__,
+                "build_session_returns_it": same, "has_spark_context": has_context,
+                "report": dataclasses.asdict(report)}), flush=True)
+    finally:
+        spark.stop()
+""")
+
+
+def _connect_deps_missing() -> str | None:
+    import importlib.util
+
+    missing = [m for m in ("grpc", "grpc_status", "google.rpc", "zstandard") if importlib.util.find_spec(m) is None]
+    return ", ".join(missing) if missing else None
+
+
+class ConnectRunner:
+    """A subprocess holding a local Spark Connect session, started early so its JVM boots while this
+    process trains; it scores once when given its arguments."""
+
+    def __init__(self, log_path: str) -> None:
+        env = dict(os.environ)
+        for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE"):
+            env.pop(name, None)
+        env["PYSPARK_PYTHON"] = sys.executable
+        env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+        # pyspark's test mode binds the Connect server to an ephemeral port (and the client asks the
+        # server which one), so this test never fights another Spark Connect server for port 15002.
+        env["SPARK_TESTING"] = "1"
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen([sys.executable, "-c", CONNECT_SCRIPT], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
+
+    def start_score(self, flows: str, model: str, warehouse: str, cfg) -> None:
+        """Send the job's arguments, with the whole configuration of the classic run."""
+        overrides = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "env"}
+        args = {"flows": flows, "model": model, "warehouse": warehouse, "overrides": overrides}
+        try:
+            self.proc.stdin.write(json.dumps(args) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died while starting; result() reports why
+
+    def result(self, timeout: float = 300) -> dict:
+        out, _ = self.proc.communicate(timeout=timeout)
+        lines = [ln for ln in out.splitlines() if ln.startswith("PORTPRINT-REPORT ")]
+        if self.proc.returncode != 0 or not lines:
+            with open(self.log_path) as fh:
+                err = fh.read()
+            pytest.fail(f"Spark Connect run failed (exit {self.proc.returncode}):\n{err[-4000:]}\n{out[-2000:]}")
+        return json.loads(lines[-1][len("PORTPRINT-REPORT "):])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                self.proc.stdin.close()  # an empty line: the script stops its session and exits
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def connect_runner(tmp_path_factory):
+    """Session-scoped only so that, run alone, it starts before the suite's classic session."""
+    if _connect_deps_missing():
+        pytest.skip(f"Spark Connect client libraries missing ({_connect_deps_missing()}): "
+                    "pip install -e '.[local,test]'")
+    runner = ConnectRunner(str(tmp_path_factory.mktemp("connect-log") / "stderr.txt"))
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("connect") / "flows"
+    write_sample(str(out), days=len(DAYS), flows_per_day=3000, seed=11, start=DAYS[0])
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def model(spark, cfg, archive, tmp_path_factory) -> str:
+    """A quickly trained model: the point is that both sessions apply the same one, not its quality."""
+    quick = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, epochs=3, epoch_rows=5000))
+    out = str(tmp_path_factory.mktemp("connect-model"))
+    run_train(spark, quick, archive, out, end=DAYS[0], log=lambda m: None)
+    return out
+
+
+def _anomalies(warehouse: str, name: str = "anomalies") -> pa.Table:
+    return DeltaTable(os.path.join(warehouse, name)).to_pyarrow_table().sort_by("flow_id")
+
+
+def test_score_on_spark_connect_matches_the_classic_session(connect_runner, spark, cfg, archive, model, tmp_path):
+    classic_wh, connect_wh = str(tmp_path / "classic"), str(tmp_path / "connect")
+    connect_runner.start_score(archive, model, connect_wh, cfg)
+    # Both runs at once: the Connect server's Python workers warm up while the classic run scores.
+    # As the nightly job runs it (--new-only); on an empty warehouse that is every date.
+    classic = run_score(spark, cfg, archive, model, classic_wh, new_only=True, log=lambda m: None)
+    got = connect_runner.result()
+
+    assert got["session"] == "pyspark.sql.connect.session.SparkSession"
+    assert got["has_spark_context"] is False  # really the serverless situation: no SparkContext
+    assert got["build_session_returns_it"] is True
+    remote = got["report"]
+    for key in ("dates", "writer", "flows_read", "flows_scored", "flows_skipped", "anomalies", "model_version"):
+        assert remote[key] == getattr(classic, key), key
+
+    a, b = _anomalies(classic_wh, cfg.output.anomalies), _anomalies(connect_wh, cfg.output.anomalies)
+    assert a.num_rows > 0
+    assert b["flow_id"].to_pylist() == a["flow_id"].to_pylist()
+    # The losses agree to float32 precision, not bit for bit: the autoencoder runs in float32, and its
+    # results depend slightly on how rows are batched (measured: up to ~1e-5 relative across batch splits).
+    for col in ("loss", "score"):
+        np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=1e-4, err_msg=col)
+    same_columns = [c for c in a.column_names if c not in ("run_id", "scored_at", "loss", "score")]
+    assert b.select(same_columns).equals(a.select(same_columns))
+
+    runs = DeltaTable(os.path.join(connect_wh, cfg.output.runs)).to_pyarrow_table()
+    assert sorted(runs["date"].to_pylist()) == DAYS
+    assert set(runs["status"].to_pylist()) == {"succeeded"}
+
+    p_classic = DeltaTable(os.path.join(classic_wh, cfg.output.patterns)).to_pyarrow_table().sort_by("pattern")
+    p_connect = DeltaTable(os.path.join(connect_wh, cfg.output.patterns)).to_pyarrow_table().sort_by("pattern")
+    assert p_classic.num_rows > 0
+    assert p_connect.equals(p_classic)  # counts, sketches' estimates, examples, first and last seen
