@@ -21,6 +21,7 @@ from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
 from portprint.models.augment import augmented_features
 from portprint.models.autoencoder import (
     feature_weights,
+    model_from_bytes,
     reconstruction_loss,
     state_bytes,
     train_autoencoder,
@@ -141,10 +142,12 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
                                batch_size=mc.batch_size, learning_rate=mc.learning_rate, patience=mc.patience,
                                seed=mc.seed, validation_fraction=mc.validation_fraction, counts=counts,
                                balance=mc.pattern_balance, epoch_rows=mc.epoch_rows)
-    cal_loss = reconstruction_loss(result.model, cal, weights)
+    blob = state_bytes(result.model)
+    # Calibrate with the model exactly as the scorer will run it (rebuilt from its bytes, float64).
+    scoring_model = model_from_bytes(blob, fit.shape[1], tuple(mc.hidden))
+    cal_loss = reconstruction_loss(scoring_model, cal, weights)
     th = calibrate(cal_loss, target, cfg.threshold.method)
     q = np.quantile(cal_loss, [0.5, 0.99, 0.999])
-    blob = state_bytes(result.model)
     meta = ModelMeta(
         feature_version=FEATURE_VERSION, width=fc.width, id_mode=fc.id_mode, hidden=list(mc.hidden),
         n_features=fit.shape[1], threshold=th.value, threshold_info=th.as_dict(),

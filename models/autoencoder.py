@@ -45,11 +45,13 @@ def feature_weights(width: int, id_mode: str) -> np.ndarray:
 
 
 def squared_errors(model: PrefixAutoencoder, feats: np.ndarray, batch: int = 65536) -> np.ndarray:
-    """Per-feature squared reconstruction error, float32 [n, n_features]."""
-    out = np.empty_like(feats, dtype=np.float32)
+    """Per-feature squared reconstruction error [n, n_features], in the model's precision."""
+    dtype = next(model.parameters()).dtype
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    out = np.empty(feats.shape, dtype=np_dtype)
     with torch.inference_mode():
         for s in range(0, feats.shape[0], batch):
-            x = torch.from_numpy(np.ascontiguousarray(feats[s : s + batch]))
+            x = torch.from_numpy(np.ascontiguousarray(feats[s : s + batch], dtype=np_dtype))
             out[s : s + batch] = ((model(x) - x) ** 2).numpy()
     return out
 
@@ -143,8 +145,13 @@ def state_bytes(model: PrefixAutoencoder) -> bytes:
 
 
 def model_from_bytes(blob: bytes, n_features: int, hidden: tuple[int, ...]) -> PrefixAutoencoder:
-    """Rebuild a model from ``state_bytes`` output (weights_only: never unpickle arbitrary objects)."""
+    """Rebuild the model for scoring from ``state_bytes`` output (weights_only: never unpickle objects).
+
+    Scoring runs in float64: float32 matrix products differ in the last bits with the batch's size
+    and make-up, and a rerun of the same flows must give the same losses. With each distinct header
+    scored once per batch, the matrix work is small enough for that to cost little.
+    """
     model = PrefixAutoencoder(n_features, hidden)
     model.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
-    model.eval()
+    model.double().eval()
     return model
