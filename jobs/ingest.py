@@ -25,6 +25,8 @@ import dpkt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from portprint.jobs.tables import FLOWS
+
 PREFIX_LEN = 64
 # Arkime's default tcpTimeout: an open TCP connection silent this long is considered gone.
 TCP_IDLE_TIMEOUT = 480.0
@@ -36,24 +38,7 @@ PROGRESS_EVERY = 20_000
 SWEEP_EVERY = 50_000
 BATCH_ROWS = 65_536  # rows per Parquet row group, and the most rows held in memory per date
 
-SCHEMA = pa.schema(
-    [
-        ("flow_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("src_ip", pa.string()),
-        ("dst_ip", pa.string()),
-        ("src_port", pa.int32()),
-        ("dst_port", pa.int32()),
-        ("proto", pa.int8()),
-        ("orig_payload_prefix", pa.binary()),
-        ("resp_payload_prefix", pa.binary()),
-        ("orig_bytes", pa.int64()),
-        ("resp_bytes", pa.int64()),
-        ("orig_pkts", pa.int64()),
-        ("resp_pkts", pa.int64()),
-        ("duration", pa.float64()),
-    ]
-)
+SCHEMA = FLOWS
 
 TCP, UDP = 6, 17
 _FIN, _SYN, _RST, _ACK = dpkt.tcp.TH_FIN, dpkt.tcp.TH_SYN, dpkt.tcp.TH_RST, dpkt.tcp.TH_ACK

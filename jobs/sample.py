@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from portprint.jobs.tables import FLOWS
+
 __all__ = [
     "FLOW_SCHEMA",
     "LABELS",
@@ -51,24 +53,7 @@ PREFIX_LEN = 64
 # be written without bounds checks; the spare bytes are cut off before output.
 _W = PREFIX_LEN + 2
 
-FLOW_SCHEMA = pa.schema(
-    [
-        ("flow_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("src_ip", pa.string()),
-        ("dst_ip", pa.string()),
-        ("src_port", pa.int32()),
-        ("dst_port", pa.int32()),
-        ("proto", pa.int8()),
-        ("orig_payload_prefix", pa.binary()),
-        ("resp_payload_prefix", pa.binary()),
-        ("orig_bytes", pa.int64()),
-        ("resp_bytes", pa.int64()),
-        ("orig_pkts", pa.int64()),
-        ("resp_pkts", pa.int64()),
-        ("duration", pa.float64()),
-    ]
-)
+FLOW_SCHEMA = FLOWS
 # chaos=True appends this column: real archives carry extras the scorer must ignore.
 _SENSOR_FIELD = pa.field("sensor", pa.string())
 LABEL_SCHEMA = pa.schema([("flow_id", pa.string()), ("label", pa.string()), ("date", pa.string())])

@@ -1,12 +1,33 @@
-"""The output tables' schemas, defined once in Arrow; Spark's schemas are derived from them."""
+"""The archive contract and the output tables' schemas, defined once in Arrow; Spark's are derived."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
-from pyspark.sql.pandas.types import from_arrow_schema
-from pyspark.sql.types import StructType
+
+if TYPE_CHECKING:
+    from pyspark.sql.types import StructType
 
 TS = pa.timestamp("us", tz="UTC")
+
+# The flow archive contract (shared/README §1): what `sample` and `ingest` write, what `score` reads by default.
+FLOWS = pa.schema([
+    ("flow_id", pa.string()),
+    ("ts", TS),
+    ("src_ip", pa.string()),
+    ("dst_ip", pa.string()),
+    ("src_port", pa.int32()),
+    ("dst_port", pa.int32()),
+    ("proto", pa.int8()),
+    ("orig_payload_prefix", pa.binary()),
+    ("resp_payload_prefix", pa.binary()),
+    ("orig_bytes", pa.int64()),
+    ("resp_bytes", pa.int64()),
+    ("orig_pkts", pa.int64()),
+    ("resp_pkts", pa.int64()),
+    ("duration", pa.float64()),
+])
 
 ANOMALIES = pa.schema([
     ("flow_id", pa.string()),
@@ -95,4 +116,6 @@ PATTERNS = pa.schema([
 
 def spark_schema(schema: pa.Schema) -> StructType:
     """The Spark schema of an Arrow schema (timestamps become Spark's UTC-normalised TIMESTAMP)."""
+    from pyspark.sql.pandas.types import from_arrow_schema  # Spark only where Spark is used
+
     return from_arrow_schema(schema)
