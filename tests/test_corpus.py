@@ -52,6 +52,7 @@ RULE_CASES = {
     "rcode": {"snmp", "radius", "syslog"},
     "qdcount": {"stun"},
     "no_question": {"ntp"},
+    "empty": {"openvpn"},  # a connection that closed before sending anything
 }
 
 
