@@ -46,9 +46,9 @@ START = "2026-11-01"
 # ---------------------------------------------------------------------------------------------------
 
 
-def _proc_tree_rss(root: int, include_root: bool) -> dict[int, tuple[str, int]]:
-    """{pid: (name, rss bytes)} of root's descendants (and root itself if asked), from /proc."""
-    parent: dict[int, int] = {}
+def _proc_stats() -> dict[int, list[str]]:
+    """{pid: the /proc/PID/stat fields after the process name} of every process."""
+    out: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -57,13 +57,24 @@ def _proc_tree_rss(root: int, include_root: bool) -> dict[int, tuple[str, int]]:
                 stat = fh.read()
         except OSError:
             continue
-        # The name (field 2) may hold spaces and parentheses: the ppid is the 2nd field after the last ')'.
-        parent[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+        # The name (field 2) may hold spaces and parentheses: the fields resume after the last ')'.
+        out[int(entry)] = stat[stat.rfind(")") + 2 :].split()
+    return out
+
+
+def _tree(root: int, stats: dict[int, list[str]]) -> list[int]:
+    """root and all its descendants (field 1 after the name is the ppid)."""
     tree, frontier = [], [root]
     while frontier:
         pid = frontier.pop()
         tree.append(pid)
-        frontier.extend(c for c, p in parent.items() if p == pid)
+        frontier.extend(c for c, f in stats.items() if int(f[1]) == pid)
+    return tree
+
+
+def _proc_tree_rss(root: int, include_root: bool) -> dict[int, tuple[str, int]]:
+    """{pid: (name, rss bytes)} of root's descendants (and root itself if asked), from /proc."""
+    tree = _tree(root, _proc_stats())
     out = {}
     for pid in tree if include_root else tree[1:]:
         try:
@@ -138,24 +149,9 @@ class PeakRss:
 
 def _tree_cpu_ticks(root: int) -> int:
     """CPU ticks (user + system, including reaped children) of root and all its descendants."""
-    parent, ticks = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        parent[int(entry)] = int(fields[1])
-        ticks[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    total, frontier = 0, [root]
-    while frontier:
-        pid = frontier.pop()
-        total += ticks.get(pid, 0)
-        frontier.extend(c for c, p in parent.items() if p == pid)
-    return total
+    stats = _proc_stats()
+    # Fields 11-14 after the name: utime stime cutime cstime.
+    return sum(sum(int(x) for x in stats[pid][11:15]) for pid in _tree(root, stats) if pid in stats)
 
 
 def _system_busy_ticks() -> int:
