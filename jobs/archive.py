@@ -37,13 +37,15 @@ class ArchivePlan:
     dates: list[str]
     files: dict[str, list[str]] = field(default_factory=dict)  # date -> files (local archives only)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    rows: dict[str, int] | None = None  # date -> rows in its files, from the footers (local archives only)
 
     def all_files(self) -> list[str]:
         return [f for d in self.dates for f in self.files.get(d, [])]
 
     def subset(self, dates: list[str]) -> ArchivePlan:
         """The same plan restricted to some of its dates (a chunk of a backfill)."""
-        return ArchivePlan(self.root, list(dates), {d: self.files.get(d, []) for d in dates}, [])
+        rows = None if self.rows is None else {d: self.rows.get(d, 0) for d in dates}
+        return ArchivePlan(self.root, list(dates), {d: self.files.get(d, []) for d in dates}, [], rows)
 
     def snapshot(self, date: str) -> str:
         """A fingerprint of what a date holds now (files, sizes, modification times).
@@ -127,7 +129,7 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
                 else "no date=YYYY-MM-DD folders")
         raise ArchiveError(f"no archive dates between {start or 'the first'} and {end or 'the last'} under "
                            f"{root} ({have})")
-    plan = ArchivePlan(root, chosen)
+    plan = ArchivePlan(root, chosen, rows={})
     expected = _expected_types(cols, prefix_encoding)
     for d in chosen:
         folder = os.path.join(root, f"{cols.date}={d}")
@@ -138,7 +140,8 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
                     continue  # Spark's and Hadoop's hidden bookkeeping files
                 path = os.path.join(dirpath, name)
                 try:
-                    schema = pq.read_schema(path)
+                    footer = pq.read_metadata(path)
+                    schema = footer.schema.to_arrow_schema()
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise ArchiveError(f"corrupt Parquet file {path}: {exc}. Nothing was written. Move the file "
                                        "out of the archive (or restore it) and rerun the date") from None
@@ -159,6 +162,8 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
                         raise ArchiveError(f"{path}: column {c} is {present_cols[c]}, expected "
                                            f"{' or '.join(kinds)}{hint}")
                 files.append(path)
+                # The footer's row count is exact: flows_read needs no pass over the rows.
+                plan.rows[d] = plan.rows.get(d, 0) + footer.num_rows
         plan.files[d] = sorted(files)
     for path, why in plan.skipped_files:
         print(f"portprint: left out {path}: {why}", file=sys.stderr)

@@ -164,7 +164,8 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
                                            tuple(meta.hidden), cfg.spark.torch_threads_per_task,
                                            cfg.output.top_bytes)
         flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
-        flows_df = flows_df.observe(read_obs, *_per_date_counts(plan.dates, "n"))
+        if plan.rows is None:  # remote archive: count while scanning (an observation costs ~10% of the job)
+            flows_df = flows_df.observe(read_obs, *_per_date_counts(plan.dates, "n"))
         scoped = in_scope(flows_df, cfg.scope)
         scoped = scoped.observe(scope_obs, *_per_date_counts(plan.dates, "s"),
                                 *_per_date_counts(plan.dates, "k", ~has_payload()))
@@ -176,7 +177,9 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
             anomalies.write.mode("overwrite").parquet(staged)
         except Exception as exc:
             raise _explain_spark_failure(exc, plan.root) from None
-        read_counts, scope_counts = read_obs.get, scope_obs.get
+        scope_counts = scope_obs.get
+        read_counts = (read_obs.get if plan.rows is None
+                       else {f"n{i}": plan.rows.get(d, 0) for i, d in enumerate(plan.dates)})
         found = _staged_counts(spark, staged)
     delta_io.replace_dates(spark, staged, tables.anomalies, ANOMALIES, plan.dates, writer)
     staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if raw is not None
