@@ -103,9 +103,12 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
         delta_io.ensure_table(spark, table, schema, cfg.output.location)  # Unity Catalog names only
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     todo, skipped = list(plan.dates), []
+    # Fingerprint each date once, before reading it: `runs` records what this run saw, even if files
+    # land while it works (a later --new-only run then scores the date again).
+    snapshots = {d: plan.snapshot(d) for d in plan.dates}
     if new_only:
         done = already_scored(spark, tables.runs, writer, meta.model_version)
-        todo = [d for d in plan.dates if d not in done or done[d] != plan.snapshot(d)]
+        todo = [d for d in plan.dates if d not in done or done[d] != snapshots[d]]
         skipped = [d for d in plan.dates if d not in todo]
     size = chunk_days or cfg.output.chunk_days
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -127,14 +130,14 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
             # Earlier chunks stay committed; this one's dates are logged as failed and left as they were.
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             failed = [base | {"date": d, "status": status, "seconds": time.monotonic() - c0,
-                              "archive_snapshot": plan.snapshot(d), "error": str(exc).splitlines()[0][:500]
+                              "archive_snapshot": snapshots[d], "error": str(exc).splitlines()[0][:500]
                               if str(exc) else type(exc).__name__} for d in chunk]
             with contextlib.suppress(Exception):  # the original failure matters more than its log row
                 delta_io.append(spark, pa.Table.from_pylist(failed, schema=RUNS), tables.runs, writer)
             raise
         seconds = time.monotonic() - c0
         chunk_rows = [base | r | {"status": "succeeded", "seconds": seconds,
-                                  "archive_snapshot": plan.snapshot(r["date"]), "error": None} for r in chunk_rows]
+                                  "archive_snapshot": snapshots[r["date"]], "error": None} for r in chunk_rows]
         delta_io.append(spark, pa.Table.from_pylist(chunk_rows, schema=RUNS), tables.runs, writer)
         rows += chunk_rows
         scored_flows += sum(r["flows_scored"] for r in chunk_rows)
