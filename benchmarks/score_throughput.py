@@ -331,9 +331,9 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
     torch.set_num_threads(2)  # one process on 2 cores
     art = load_model(model_dir)
     meta = art.meta
-    scorer = Scorer(art.weights, meta.width, meta.id_mode, tuple(meta.hidden))
-    cut = max(meta.width, 12) + 2
-    tiny = (pa.array([b"\0" * 12], pa.binary()), pa.array([17], pa.int8()), pa.array([12], pa.int64()))
+    scorer = Scorer(art)
+    tiny = (pa.array([b"\0" * 12 + b"\x01a\x00\x00\x01"], pa.binary()), pa.array([17], pa.int8()),
+            pa.array([17], pa.int64()))
     scorer.score(*tiny)  # load the numba kernels before the clock starts, as the Spark workers have
     scorer.explain(*tiny, cfg.output.top_bytes)
 
@@ -358,13 +358,12 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
             if batch.num_rows == 0:
                 continue
             scored += batch.num_rows
-            full = batch.column("orig_payload_prefix")
-            loss, reason = scorer.score(pc.binary_slice(full, 0, cut), batch.column("proto"),
-                                        batch.column("orig_bytes"), pc.binary_length(full))
-            mask = (loss > meta.threshold) | (reason > 1)
-            if mask.any():
-                rows = pa.Table.from_batches([batch]).filter(pa.array(mask))
-                flagged.append(_anomaly_rows(rows, loss[mask], reason[mask], scorer, meta, cfg))
+            found = scorer.detect(batch.column("orig_payload_prefix"), batch.column("proto"),
+                                  batch.column("orig_bytes"), cfg.output.top_bytes)
+            mask = found.is_valid()
+            if found.null_count < len(found):
+                rows = pa.Table.from_batches([batch]).filter(mask)
+                flagged.append(_anomaly_rows(rows, found.filter(mask), meta, cfg))
         out = pa.concat_tables(flagged) if flagged else None
         if out is not None:
             pq.write_table(out, out_file)
@@ -374,32 +373,25 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
             "torch_threads": torch.get_num_threads()}
 
 
-def _anomaly_rows(rows: Any, loss: Any, reason: Any, scorer: Any, meta: Any, cfg: Any) -> Any:
+def _anomaly_rows(rows: Any, found: Any, meta: Any, cfg: Any) -> Any:
     """The flagged rows as the Spark job writes them: the ``anomalies`` table's columns and types."""
     import pyarrow.compute as pc
 
     from portprint.jobs.tables import ANOMALIES
-    from portprint.udfs.header_rule import REASONS
 
     n = rows.num_rows
-    prefix = rows.column("orig_payload_prefix").combine_chunks()
-    expl = scorer.explain(prefix, rows.column("proto").combine_chunks(), rows.column("orig_bytes").combine_chunks(),
-                          cfg.output.top_bytes)
-    rule = reason > 1
     responder = np.isin(rows.column("dst_port").to_numpy(), list(cfg.scope.ports))
+    qth = meta.qname.get("threshold") if meta.qname else None
     cols = {name: rows.column(name) for name in ("flow_id", "ts", "date", "src_ip", "src_port", "dst_ip", "dst_port",
                                                  "proto")}
+    cols |= {f.name: found.field(f.name) for f in found.type}
     cols |= {
         "matched_side": np.where(responder, "responder", "initiator"),
-        "detector": np.where(rule, "header-rule", "header-model"),
-        "header_verdict": np.where(rule, "invalid", "valid"),
-        "header_reason": np.asarray(REASONS)[reason],
-        "loss": loss,
         "threshold": np.full(n, meta.threshold),
-        "score": loss / meta.threshold,
-        "prefix_len": pc.binary_length(prefix),
-        "prefix_hex": [b.hex() for b in prefix.to_pylist()],
-        **{f.name: expl.field(f.name) for f in expl.type},
+        "score": pc.divide(found.field("loss"), meta.threshold),
+        "qname_threshold": pa.array([qth] * n, pa.float64()),
+        "qname_score": pc.divide(found.field("qname_loss"), qth) if qth else pa.nulls(n, pa.float64()),
+        "prefix_len": pc.binary_length(rows.column("orig_payload_prefix")),
         "model_version": [meta.model_version] * n,
         "run_id": ["plain"] * n,
         "scored_at": pa.array(np.full(n, np.datetime64(time.time_ns() // 1000, "us"))),

@@ -104,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "without retraining. The model gets a new model_version.")
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
     p.add_argument("--target-fpr", required=True, type=float, metavar="F", help="e.g. 1e-4")
-    p.add_argument("--method", choices=["auto", "empirical", "lognormal"], default="auto",
+    p.add_argument("--method", choices=["auto", "empirical", "lognormal", "pot"], default="auto",
                    help="empirical quantile, log-normal fit (Kitsune), or auto (default)")
+    p.add_argument("--block", choices=["header", "qname"], default="header",
+                   help="which model's threshold: the header model (default) or the question-section model")
     _common(p)
 
     p = sub.add_parser("sql", help="run Spark SQL over the anomalies, runs and anomaly_patterns tables",
@@ -186,7 +188,7 @@ def _train(spark, cfg, args: argparse.Namespace) -> int:
     from portprint.jobs.train import run_train
 
     r = run_train(spark, cfg, args.flows, args.model, args.start, args.end, args.target_fpr)
-    print(f"model {r.model_version} written to {r.model_dir}: threshold {r.threshold:.6g} ({r.method}), "
+    print(f"model {r.model_version} written to {r.model_dir}: header threshold {r.threshold:.6g} ({r.method}), "
           f"{r.flows_used['train']} training flows, {r.flows_used['calibration']} held out; "
           f"see {r.model_dir}/MODEL_CARD.md")
     return 0
@@ -224,8 +226,8 @@ def _threshold(args: argparse.Namespace) -> int:
 
     if not 0 < args.target_fpr < 0.5:
         return _fail("--target-fpr must be between 0 and 0.5, e.g. 1e-4")
-    art, th = rethreshold(args.model, args.target_fpr, args.method)
-    print(f"model {art.meta.model_version}: threshold {th.value:.6g} ({th.method}: {th.reason})")
+    art, th = rethreshold(args.model, args.target_fpr, args.method, args.block)
+    print(f"model {art.meta.model_version}: {args.block} threshold {th.value:.6g} ({th.method}: {th.reason})")
     return 0
 
 

@@ -75,12 +75,19 @@ class ModelConf:
     pattern_balance: float = 0.0
     augment: bool = True
     epoch_rows: int = 50_000
+    qname: bool = True
+    qname_hidden: tuple[int, ...] = (64, 16)
+    qname_augment: bool = True
+    qname_balance: float = 1.0
+    qname_trim: float = 0.005
+    qname_min_flows: int = 500
 
 
 @dataclass(frozen=True)
 class ThresholdConf:
     target_fpr: float = 1e-4
     method: str = "auto"
+    qname_method: str = "pot"
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,10 @@ class Config:
             (1 <= self.features.width <= 32, "features.width must be between 1 and 32 bytes"),
             (self.features.id_mode in ("mask", "keep"), "features.id_mode must be mask or keep"),
             (0 < self.threshold.target_fpr < 0.5, "threshold.target_fpr must be in (0, 0.5)"),
-            (self.threshold.method in ("auto", "empirical", "lognormal"),
-             "threshold.method must be auto, empirical or lognormal"),
+            (self.threshold.method in ("auto", "empirical", "lognormal", "pot"),
+             "threshold.method must be auto, empirical, lognormal or pot"),
+            (self.threshold.qname_method in ("auto", "empirical", "lognormal", "pot"),
+             "threshold.qname_method must be auto, empirical, lognormal or pot"),
             (self.output.writer in ("auto", "spark", "delta-rs"), "output.writer must be auto, spark or delta-rs"),
             (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0,
              "spark.arrow_batch_rows and spark.torch_threads_per_task must be positive"),

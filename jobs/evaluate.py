@@ -30,24 +30,29 @@ from portprint.models.metrics import (
     roc_auc,
     roc_curve,
 )
-from portprint.udfs.scoring import make_udfs
+from portprint.udfs.scoring import make_score_udf
 
 TARGETS = (1e-2, 1e-3, 1e-4)
 
 
+ORDINARY = "ordinary"  # the category of genuine DNS that is not one of the hard-benign name shapes
+
+
 @dataclass(frozen=True)
 class Scored:
-    """Per scored flow: label, model loss, whether the rule fired; plus what was skipped and why."""
+    """Per scored flow: label, category, each detector's view; plus what was skipped and why."""
 
     flow_id: np.ndarray
     label: np.ndarray
     loss: np.ndarray
     rule: np.ndarray
     skipped: dict[str, int]
+    qloss: np.ndarray | None = None  # NaN where no name is visible; None without a question model
+    category: np.ndarray | None = None  # labels' optional `category` column ("" where absent)
 
 
 def read_labels(path: str) -> pa.Table:
-    """flow_id,label from Parquet or CSV."""
+    """flow_id,label (and category, if present) from Parquet or CSV."""
     if not os.path.exists(path):
         raise ArchiveError(f"labels file {path} does not exist")
     try:
@@ -58,7 +63,10 @@ def read_labels(path: str) -> pa.Table:
     if missing:
         raise ArchiveError(f"labels {path} lack column(s) {', '.join(sorted(missing))}; "
                            f"they need flow_id,label (columns present: {', '.join(table.column_names)})")
-    table = table.select(["flow_id", "label"]).cast(pa.schema([("flow_id", pa.string()), ("label", pa.string())]))
+    category = (pc.fill_null(table["category"].cast(pa.string()), "") if "category" in table.column_names
+                else pa.array([""] * table.num_rows, pa.string()))
+    table = pa.table({"flow_id": table["flow_id"].cast(pa.string()), "label": table["label"].cast(pa.string()),
+                      "category": category})
     if pc.count_distinct(table["flow_id"]).as_py() != table.num_rows:
         raise ArchiveError(f"labels {path} name some flow_id more than once; give each flow one label")
     return table
@@ -68,7 +76,6 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
                    start: str | None, end: str | None) -> tuple[Scored, object]:
     """Score the labelled flows the scorer would score, with the same UDF and the same decision."""
     art = load_model(model_dir)
-    m = art.meta
     cols = cfg.archive.columns
     plan = plan_archive(flows, cols, cfg.archive.prefix_encoding, start, end)
     raw = read_archive(spark, plan, cols)
@@ -81,53 +88,99 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
         F.sum(F.when(~F.col("_scope"), 1).otherwise(0)).alias("filtered_port"),
         F.sum(F.when(F.col("_scope") & ~F.col("_payload"), 1).otherwise(0)).alias("no_payload"),
     ).collect()[0]
-    score_udf, _ = make_udfs(art.weights, m.model_version, m.width, m.id_mode, tuple(m.hidden),
-                             cfg.spark.torch_threads_per_task, cfg.output.top_bytes)
-    scored = add_scores(joined.where(F.col("_scope") & F.col("_payload")), score_udf, m.width)
-    table = scored.select("flow_id", "label", "loss", "reason").toArrow().sort_by("flow_id")
+    score_udf = make_score_udf(art, cfg.spark.torch_threads_per_task)
+    scored = add_scores(joined.where(F.col("_scope") & F.col("_payload")), score_udf)
+    table = scored.select("flow_id", "label", "category", "loss", "reason", "qname_loss").toArrow().sort_by("flow_id")
     skipped = {
         "not_in_archive_range": labels.num_rows - int(counts["matched"]),
         "filtered_port": int(counts["filtered_port"] or 0),
         "no_payload": int(counts["no_payload"] or 0),
     }
+    qloss = pc.fill_null(table["qname_loss"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
     result = Scored(table["flow_id"].to_numpy(zero_copy_only=False).astype(str),
                     table["label"].to_numpy(zero_copy_only=False).astype(str),
-                    table["loss"].to_numpy(), table["reason"].to_numpy() > 1, skipped)
+                    table["loss"].to_numpy(), table["reason"].to_numpy() > 1, skipped,
+                    qloss if art.has_qname else None,
+                    table["category"].to_numpy(zero_copy_only=False).astype(str))
     return result, art
 
 
-def metrics(s: Scored, threshold: float) -> dict:
+def _upper95(flagged: int, n: int) -> float:
+    """One-sided 95% upper bound on a rate seen as flagged/n (Clopper-Pearson; 3/n when none flagged)."""
+    if n == 0:
+        return float("nan")
+    if flagged == 0:
+        return 1.0 - 0.05 ** (1.0 / n)
+    from statistics import NormalDist  # Wilson's bound is close enough once there are hits
+
+    z, p = NormalDist().inv_cdf(0.95), flagged / n
+    return min(1.0, (p + z * z / (2 * n) + z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n))
+
+
+def _by_category(cat: np.ndarray, flags: np.ndarray) -> dict:
+    return {c: {"flows": int((cat == c).sum()), "flagged": int(flags[cat == c].sum())} for c in sorted(set(cat))}
+
+
+def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -> dict:
     """Everything evaluation.json holds, for the combined decision and for each detector alone."""
     model = s.loss > threshold
-    combined = model | s.rule
+    has_q = s.qloss is not None and qname_threshold is not None
+    qloss = np.nan_to_num(s.qloss, nan=0.0) if has_q else np.zeros(len(s.loss))
+    qmodel = qloss > qname_threshold if has_q else np.zeros(len(s.loss), bool)
+    combined = model | s.rule | qmodel
     benign, attack, tunnel = s.label == BENIGN, attack_mask(s.label), s.label == TUNNEL
+    category = s.category if s.category is not None else np.full(len(s.label), "")
+    hard = benign & ~np.isin(category, ["", ORDINARY])
     rates = per_label(s.label, combined)
     for lab, row in rates.items():
         sel = s.label == lab
         row["rule_flagged"] = int(s.rule[sel].sum())
         row["model_flagged"] = int(model[sel].sum())
-    # The rule has no threshold: as a score it is "always above" when it fires.
-    combined_score = np.where(s.rule, np.inf, s.loss)
+        row["qname_flagged"] = int(qmodel[sel].sum())
+    # One score for the combined decision: each model's loss over its threshold (> 1 flags), and the
+    # rule, which has no threshold, as "always above" when it fires.
+    ratio = s.loss / threshold
+    if has_q:
+        ratio = np.maximum(ratio, qloss / qname_threshold)
+    combined_score = np.where(s.rule, np.inf, ratio)
 
     def summary(flags: np.ndarray) -> dict:
         return {"fpr": float(flags[benign].mean()) if benign.any() else float("nan"),
                 "recall": float(flags[attack].mean()) if attack.any() else float("nan"),
-                "tunnel_recall": float(flags[tunnel].mean()) if tunnel.any() else None}
+                "tunnel_recall": float(flags[tunnel].mean()) if tunnel.any() else None,
+                "hard_benign_fpr": float(flags[hard].mean()) if hard.any() else None}
 
     at = {}
     for target in TARGETS:
         th, rec = recall_at_fpr(combined_score[benign], combined_score[attack], target)
         th_m, rec_m = recall_at_fpr(s.loss[benign], s.loss[attack], target)
         at[f"{target:g}"] = {"threshold": th, "recall": rec, "model_threshold": th_m, "model_recall": rec_m}
+        if has_q and tunnel.any():
+            th_q, rec_q = recall_at_fpr(qloss[benign], qloss[tunnel], target)
+            at[f"{target:g}"] |= {"qname_threshold": th_q, "qname_tunnel_recall": rec_q}
     protocols = {lab: row["rate"] for lab, row in rates.items() if attack[s.label == lab].all()}
+    n_benign, fp = int(benign.sum()), int(combined[benign].sum())
+    detectors = {"header-rule": summary(s.rule), "header-model": summary(model)}
+    if has_q:
+        detectors["qname-model"] = summary(qmodel)
+    detectors["combined"] = summary(combined)
     return {
         "threshold": threshold,
+        "qname_threshold": qname_threshold if has_q else None,
         "per_label": rates,
         **summary(combined),
-        "detectors": {"header-rule": summary(s.rule), "header-model": summary(model), "combined": summary(combined)},
+        "fpr_upper95": _upper95(fp, n_benign),
+        "detectors": detectors,
         "recall_per_protocol": protocols,
+        "tunnel": {"flows": int(tunnel.sum()), "flagged": int(combined[tunnel].sum()),
+                   "recall": float(combined[tunnel].mean()) if tunnel.any() else None,
+                   "by_category": _by_category(category[tunnel], combined[tunnel])},
+        "hard_benign": {"flows": int(hard.sum()), "flagged": int(combined[hard].sum()),
+                        "fpr": float(combined[hard].mean()) if hard.any() else None,
+                        "by_category": _by_category(category[hard], combined[hard])},
         "roc_auc": roc_auc(combined_score[benign], combined_score[attack]),
         "roc_auc_model": roc_auc(s.loss[benign], s.loss[attack]),
+        "roc_auc_qname_tunnel": roc_auc(qloss[benign], qloss[tunnel]) if has_q and tunnel.any() else None,
         "at_fpr": at,
         "skipped": s.skipped,
         "flows_scored": len(s.label),
@@ -136,24 +189,39 @@ def metrics(s: Scored, threshold: float) -> dict:
 
 def format_table(ev: dict) -> str:
     """The stdout table: one line per label and detector, then the headline numbers."""
-    lines = [f"{'label':<14}{'flows':>9}{'flagged':>9}{'rate':>9}{'rule':>8}{'model':>8}"]
+    lines = [f"{'label':<14}{'flows':>9}{'flagged':>9}{'rate':>9}{'rule':>8}{'model':>8}{'qname':>8}"]
     for lab, row in sorted(ev["per_label"].items(), key=lambda kv: (kv[0] != BENIGN, kv[0] == TUNNEL, kv[0])):
         lines.append(f"{lab:<14}{row['flows']:>9}{row['flagged']:>9}{row['rate']:>9.4f}"
-                     f"{row['rule_flagged']:>8}{row['model_flagged']:>8}")
+                     f"{row['rule_flagged']:>8}{row['model_flagged']:>8}{row.get('qname_flagged', 0):>8}")
     lines.append("")
     for name, d in ev["detectors"].items():
         tunnel = "" if d["tunnel_recall"] is None else f"  tunnel recall {d['tunnel_recall']:.4f}"
         lines.append(f"{name:<13} false-positive rate on dns {d['fpr']:.5f}   non-DNS recall {d['recall']:.4f}{tunnel}")
-    lines.append(f"ROC-AUC combined {ev['roc_auc']:.5f}, model alone {ev['roc_auc_model']:.5f}")
+    lines.append(f"false positives on genuine DNS: {ev['fpr']:.5f} (95% upper bound {ev['fpr_upper95']:.5f}, "
+                 f"{ev['per_label'].get(BENIGN, {}).get('flows', 0)} flows)")
+    hb = ev["hard_benign"]
+    if hb["flows"]:
+        cats = ", ".join(f"{c} {v['flagged']}/{v['flows']}" for c, v in hb["by_category"].items())
+        lines.append(f"hard-benign names: {hb['flagged']}/{hb['flows']} flagged, false-positive rate {hb['fpr']:.5f} "
+                     f"({cats})")
+    tu = ev["tunnel"]
+    if tu["flows"]:
+        cats = ", ".join(f"{c} {v['flagged']}/{v['flows']}" for c, v in tu["by_category"].items())
+        lines.append(f"dns-tunnel: {tu['flagged']}/{tu['flows']} flagged, recall {tu['recall']:.4f} ({cats})")
+    lines.append(f"ROC-AUC combined {ev['roc_auc']:.5f}, header model alone {ev['roc_auc_model']:.5f}"
+                 + (f"; question model on tunnels {ev['roc_auc_qname_tunnel']:.5f}"
+                    if ev.get("roc_auc_qname_tunnel") is not None else ""))
     for target, row in ev["at_fpr"].items():
         lines.append(f"at FPR {target:>6}: recall {row['recall']:.4f} (threshold {row['threshold']:.4g}); "
-                     f"model alone {row['model_recall']:.4f} (threshold {row['model_threshold']:.4g})")
+                     f"model alone {row['model_recall']:.4f} (threshold {row['model_threshold']:.4g})"
+                     + (f"; question model tunnel recall {row['qname_tunnel_recall']:.4f} "
+                        f"(threshold {row['qname_threshold']:.4g})" if "qname_tunnel_recall" in row else ""))
     sk = ev["skipped"]
     lines.append(f"skipped: {sk['filtered_port']} not port 53 / not UDP-TCP, {sk['no_payload']} without payload, "
                  f"{sk['not_in_archive_range']} labels outside the archive range")
     if TUNNEL in ev["per_label"]:
-        lines.append("dns-tunnel is reported on its own line and left out of the headline recall: tunnels are "
-                     "well-formed DNS, which neither header detector is built to see.")
+        lines.append("dns-tunnel is reported on its own line and left out of the headline non-DNS recall: tunnels "
+                     "are well-formed DNS, which only the question model is built to see.")
     return "\n".join(lines)
 
 
@@ -216,7 +284,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, flows: str, labels_path: str,
     s, art = score_labelled(spark, cfg, flows, labels, model_dir, start, end)
     if not (s.label == BENIGN).any():
         raise ArchiveError(f"no flow labelled '{BENIGN}' among the scored flows: the false-positive rate needs them")
-    ev = metrics(s, art.meta.threshold)
+    ev = metrics(s, art.meta.threshold, art.meta.qname.get("threshold") if art.has_qname else None)
     ev["model_version"] = art.meta.model_version
     ev["unscored_labels"] = [lab for lab in NOT_SCORED if lab in set(labels["label"].to_pylist())]
     if out:

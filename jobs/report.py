@@ -16,8 +16,8 @@ from portprint.jobs.archive import parse_date
 
 TREND_COLUMNS = ("date", "anomalies", "moving_avg", "band_low", "band_high", "outside_band")
 HUNT_COLUMNS = ("date", "ts", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "matched_side", "detector",
-                "header_reason", "score", "header", "prefix_text", "prefix_hex", "failed_fields", "model_version",
-                "flow_id")
+                "header_reason", "score", "qname_score", "qname", "qtype", "header", "prefix_text", "prefix_hex",
+                "failed_fields", "model_version", "flow_id")
 _HEX = re.compile(r"^[0-9a-f]*$")
 
 
@@ -68,8 +68,8 @@ def trend_frame(runs_df: DataFrame, window_days: int = 7, k: float = 2.0) -> Dat
 
 
 def detector_counts(anomalies_df: DataFrame) -> DataFrame:
-    """Rows of ``anomalies`` per date and detector (header-rule, header-model), ordered by date."""
-    return (anomalies_df.groupBy("date").pivot("detector", ["header-rule", "header-model"]).count()
+    """Rows of ``anomalies`` per date and detector (header-rule, header-model, qname-model), ordered by date."""
+    return (anomalies_df.groupBy("date").pivot("detector", ["header-rule", "header-model", "qname-model"]).count()
             .na.fill(0).orderBy("date"))
 
 

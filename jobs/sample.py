@@ -43,6 +43,7 @@ __all__ = [
     "LABEL_SCHEMA",
     "NON_DNS_LABELS",
     "PREFIX_LEN",
+    "TUNNEL_LABELS",
     "SampleSummary",
     "sample_table",
     "write_sample",
@@ -58,8 +59,9 @@ FLOW_SCHEMA = FLOWS
 _SENSOR_FIELD = pa.field("sensor", pa.string())
 LABEL_SCHEMA = pa.schema([("flow_id", pa.string()), ("label", pa.string()), ("date", pa.string())])
 
-LABELS = ("dns", "ssh", "http", "tls", "openvpn", "random", "empty", "other-port")
+LABELS = ("dns", "ssh", "http", "tls", "openvpn", "random", "empty", "other-port", "dns-tunnel")
 NON_DNS_LABELS = ("ssh", "http", "tls", "openvpn", "random")
+TUNNEL_LABELS = ("dns-tunnel",)  # well-formed DNS that carries data in its names (chaos only)
 
 _CHUNK_ROWS = 262_144  # rows per generated batch / Parquet row group: bounds memory for big days
 _TCP, _UDP = 6, 17
@@ -887,6 +889,40 @@ def _quic_set(rng: np.random.Generator) -> list[_T]:
     return out
 
 
+def _tunnel_set(rng: np.random.Generator) -> list[_T]:
+    """Queries of DNS tunnels, shaped after the tools: iodine (a user nibble, then base32 / base64 /
+    base128 data in labels of up to 63, NULL or PRIVATE types), dnscat2 (hex, TXT/CNAME/MX) and
+    base64url exfiltration loops. Each is a valid DNS query: the header gives nothing away."""
+    b32, b64 = "abcdefghijklmnopqrstuvwxyz012345", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+    domains = ("t.example-cdn.net", "ns.updates-check.com", "d.cloud-sync.io", "x.tunnel.example.org")
+    out = []
+    for k in range(240):
+        kind = k % 4
+        dom = _pick(rng, domains)
+        if kind == 0:  # iodine, base32 upstream
+            data = "".join(b32[i] for i in rng.integers(0, 32, int(rng.integers(90, 180))))
+            labels = [_hex(rng, 1) + data[:62], *[data[62 + j : 62 + j + 63] for j in range(0, len(data) - 62, 63)]]
+            qtype = _pick(rng, ("NULL", "PRIVATE", "TXT", "CNAME"))
+        elif kind == 1:  # iodine with base64/base128 when the resolver keeps case and 8-bit bytes
+            data = "".join(b64[i] for i in rng.integers(0, 64, int(rng.integers(90, 180))))
+            labels = [_hex(rng, 1) + data[:62], *[data[62 + j : 62 + j + 63] for j in range(0, len(data) - 62, 63)]]
+            qtype = _pick(rng, ("NULL", "PRIVATE"))
+        elif kind == 2:  # dnscat2: hex
+            data = _hex(rng, int(rng.integers(60, 200)))
+            labels = [data[j : j + 63] for j in range(0, len(data), 63)]
+            qtype = _pick(rng, ("TXT", "CNAME", "MX"))
+        else:  # an exfiltration loop: base64url chunks with a sequence number
+            data = "".join(b64[i] for i in rng.integers(0, 64, int(rng.integers(40, 60))))
+            labels = [f"{k:04d}", data]
+            qtype = _pick(rng, ("A", "TXT"))
+        qname = ".".join(lab for lab in labels if lab) + "." + dom
+        q = dns.message.make_query(qname[:250].rstrip("."), "TYPE65399" if qtype == "PRIVATE" else qtype,
+                                   use_edns=0 if kind < 2 else None)
+        r = dns.message.make_response(q)
+        out.append(_dns_tmpl([_wire(q)], [_wire(r)], tcp=False))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Categories: what a row is, where it goes, and how big it is
 # --------------------------------------------------------------------------------------------
@@ -896,7 +932,7 @@ def _quic_set(rng: np.random.Generator) -> list[_T]:
 class _Cat:
     name: str
     label: str
-    group: str  # dns | nondns | empty | reverse | background
+    group: str  # dns | nondns | tunnel | empty | reverse | background
     weight: float  # share within its group
     proto: int
     src: str  # address kind of the initiator
@@ -946,6 +982,11 @@ _CATS = (
          v6=0.05, rtt=0.08, retries=6, session=5000, session_s=60),
     _Cat("random_tcp", "random", "nondns", 0.04, _TCP, "client", "external", "eph", 53, "random_tcp",
          v6=0.05, rtt=0.08, session=5000, session_s=60),
+    # chaos: DNS tunnels, through the site's resolver or straight to the attacker's name server
+    _Cat("tunnel_stub", "dns-tunnel", "tunnel", 0.6, _UDP, "client", "resolver", "eph", 53, "tunnel",
+         session=30000, session_s=300),
+    _Cat("tunnel_direct", "dns-tunnel", "tunnel", 0.4, _UDP, "client", "external", "eph", 53, "tunnel",
+         v6=0.05, rtt=0.05, session=30000, session_s=300),
     # chaos: handshake-only TCP to 53 and flows whose payload was not captured
     _Cat("empty_tcp", "empty", "empty", 0.7, _TCP, "client", "resolver", "eph", 53, "empty"),
     _Cat("null_tcp", "empty", "empty", 0.3, _TCP, "client", "resolver", "eph", 53, "empty", null_orig=True),
@@ -973,6 +1014,7 @@ _CAT_INDEX = {c.name: i for i, c in enumerate(_CATS)}
 _BACKGROUND_SHARE = 0.05
 _EMPTY_SHARE = 0.01
 _REVERSE_SHARE = 0.005
+_TUNNEL_SHARE = 0.001
 
 _SENSORS = ("zeek-hq-01", "zeek-hq-02", "zeek-dc-01", "corelight-branch-07")
 
@@ -1000,6 +1042,7 @@ class _Pool:
         t.add("random_tcp", rnd_tcp)
         t.add("ntp", _ntp_set(rng))
         t.add("quic", _quic_set(rng))
+        t.add("tunnel", _tunnel_set(rng))
         t.add("empty", [_T(b"", 0, 0)])
         t.freeze()
         self.t = t
@@ -1082,13 +1125,14 @@ def _category_counts(n: int, non_dns_fraction: float, chaos: bool) -> np.ndarray
     n_non = round(n53 * non_dns_fraction)
     n_empty = round(n53 * _EMPTY_SHARE) if chaos else 0
     n_rev = round(n53 * _REVERSE_SHARE) if chaos else 0
-    n_dns = n53 - n_non - n_empty - n_rev
+    n_tun = round(n53 * _TUNNEL_SHARE) if chaos else 0
+    n_dns = n53 - n_non - n_empty - n_rev - n_tun
     if n_dns < 0:  # tiny n or fraction near 1: the messy extras give way first
-        n_empty, n_rev = 0, 0
+        n_empty, n_rev, n_tun = 0, 0, 0
         n_dns = n53 - n_non
     counts = np.zeros(len(_CATS), np.int64)
     for group, k in (("dns", n_dns), ("nondns", n_non), ("empty", n_empty), ("reverse", n_rev),
-                     ("background", n_bg)):
+                     ("tunnel", n_tun), ("background", n_bg)):
         m = group_of == group
         counts[m] = _largest_remainder(k, w[m])
     return counts

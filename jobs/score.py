@@ -24,7 +24,8 @@ from portprint.jobs.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, spark
 from portprint.jobs.transforms import canonical, has_payload, in_scope, score_flows
 from portprint.models.artifact import ModelArtifact, ModelError
 from portprint.udfs.features import FEATURE_VERSION
-from portprint.udfs.scoring import make_udfs
+from portprint.udfs.qname import QNAME_VERSION
+from portprint.udfs.scoring import make_detect_udf
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ def load_model(model_dir: str) -> ModelArtifact:
     if art.meta.feature_version != FEATURE_VERSION:
         raise ModelError(f"model {model_dir} uses features {art.meta.feature_version}, this portprint computes "
                          f"{FEATURE_VERSION}: retrain with `portprint train`")
+    if art.has_qname and art.meta.qname.get("feature_version") != QNAME_VERSION:
+        raise ModelError(f"model {model_dir} has question features {art.meta.qname.get('feature_version')}, this "
+                         f"portprint computes {QNAME_VERSION}: retrain with `portprint train`")
     return art
 
 
@@ -163,17 +167,16 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     raw = read_archive(spark, plan, cols)
     read_counts, scope_counts, found = {}, {}, {}
     if raw is not None:
-        score_udf, explain_udf = make_udfs(art.weights, meta.model_version, meta.width, meta.id_mode,
-                                           tuple(meta.hidden), cfg.spark.torch_threads_per_task,
-                                           cfg.output.top_bytes)
+        detect_udf = make_detect_udf(art, cfg.spark.torch_threads_per_task, cfg.output.top_bytes)
         flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
         if plan.rows is None:  # remote archive: count while scanning (an observation costs ~10% of the job)
             flows_df = flows_df.observe(read_obs, *_per_date_counts(plan.dates, "n"))
         scoped = in_scope(flows_df, cfg.scope)
         scoped = scoped.observe(scope_obs, *_per_date_counts(plan.dates, "s"),
                                 *_per_date_counts(plan.dates, "k", ~has_payload()))
-        anomalies = score_flows(scoped.where(has_payload()), score_udf, explain_udf, width=meta.width,
-                                threshold=meta.threshold, model_version=meta.model_version, run_id=run_id,
+        anomalies = score_flows(scoped.where(has_payload()), detect_udf, threshold=meta.threshold,
+                                qname_threshold=meta.qname.get("threshold") if art.has_qname else None,
+                                model_version=meta.model_version, run_id=run_id,
                                 scored_at=started.strftime("%Y-%m-%d %H:%M:%S.%f"))
         # One action computes everything: the UDFs run once, and the counts come from the observations.
         try:
@@ -192,21 +195,24 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     out = []
     for i, d in enumerate(plan.dates):
         n_scope, n_skip = int(scope_counts.get(f"s{i}") or 0), int(scope_counts.get(f"k{i}") or 0)
-        rule, model, total = found.get(d, (0, 0, 0))
+        rule, model, qname, total = found.get(d, (0, 0, 0, 0))
         out.append({"date": d, "flows_read": int(read_counts.get(f"n{i}") or 0), "flows_scored": n_scope - n_skip,
-                    "flows_skipped": n_skip, "anomalies": total, "model_flagged": model, "rule_flagged": rule})
+                    "flows_skipped": n_skip, "anomalies": total, "model_flagged": model, "rule_flagged": rule,
+                    "qname_flagged": qname})
     return out
 
 
-def _staged_counts(spark: SparkSession, staged: str) -> dict[str, tuple[int, int, int]]:
-    """Per date: (rule flagged, model flagged, anomalies), read back from the small staged output."""
+def _staged_counts(spark: SparkSession, staged: str) -> dict[str, tuple[int, int, int, int]]:
+    """Per date: (rule flagged, header model flagged, question model alone, anomalies), read back from
+    the small staged output."""
     df: DataFrame = spark.read.parquet(staged)
     out = df.groupBy("date").agg(
         F.sum(F.when(F.col("detector") == "header-rule", 1).otherwise(0)).alias("rule"),
         F.sum(F.when(F.col("score") > 1, 1).otherwise(0)).alias("model"),
+        F.sum(F.when(F.col("detector") == "qname-model", 1).otherwise(0)).alias("qname"),
         F.count(F.lit(1)).alias("total"),
     ).collect()
-    return {r["date"]: (int(r["rule"]), int(r["model"]), int(r["total"])) for r in out}
+    return {r["date"]: (int(r["rule"]), int(r["model"]), int(r["qname"]), int(r["total"])) for r in out}
 
 
 def _explain_spark_failure(exc: Exception, flows: str) -> Exception:

@@ -39,12 +39,15 @@ ANOMALIES = pa.schema([
     ("dst_port", pa.int32()),
     ("proto", pa.int32()),
     ("matched_side", pa.string()),     # responder | initiator: which port put the flow in scope
-    ("detector", pa.string()),         # header-rule | header-model
+    ("detector", pa.string()),         # header-rule | header-model | qname-model: the first that fired
     ("header_verdict", pa.string()),   # valid | invalid (the rule's view, whichever detector fired)
     ("header_reason", pa.string()),    # why the rule said invalid, else 'ok'
-    ("loss", pa.float64()),
+    ("loss", pa.float64()),            # the header model's loss
     ("threshold", pa.float64()),
-    ("score", pa.float64()),           # loss / threshold: > 1 means the model flagged it
+    ("score", pa.float64()),           # loss / threshold: > 1 means the header model flagged it
+    ("qname_loss", pa.float64()),      # the question model's loss; null when no name byte is visible
+    ("qname_threshold", pa.float64()),
+    ("qname_score", pa.float64()),     # qname_loss / qname_threshold: > 1 means the question model flagged it
     ("prefix_len", pa.int32()),
     ("prefix_hex", pa.string()),
     ("prefix_text", pa.string()),
@@ -56,7 +59,10 @@ ANOMALIES = pa.schema([
     ("ancount", pa.int32()),
     ("tcp_len", pa.int32()),
     ("failed_bytes", pa.list_(pa.int32())),  # message offsets (after the TCP length), worst first
-    ("failed_fields", pa.string()),
+    ("failed_fields", pa.string()),   # header fields, or for qname-model the question features, worst first
+    ("qname", pa.string()),            # the visible query name, RFC 1035 escapes (\\DDD) for unsafe bytes
+    ("qname_complete", pa.bool_()),    # false: the name runs past the stored prefix
+    ("qtype", pa.string()),            # record type, when the prefix shows it
     ("model_version", pa.string()),
     ("run_id", pa.string()),
     ("scored_at", TS),
@@ -72,6 +78,7 @@ RUNS = pa.schema([
     ("anomalies", pa.int64()),
     ("model_flagged", pa.int64()),
     ("rule_flagged", pa.int64()),
+    ("qname_flagged", pa.int64()),     # flagged by the question model alone (the header passed both)
     ("threshold", pa.float64()),
     ("model_version", pa.string()),
     ("writer", pa.string()),

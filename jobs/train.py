@@ -18,7 +18,7 @@ from portprint.jobs.archive import plan_archive, read_archive
 from portprint.jobs.config import Config
 from portprint.jobs.transforms import canonical, has_payload, in_scope
 from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
-from portprint.models.augment import augmented_features
+from portprint.models.augment import augmented_features, benign_name_prefixes
 from portprint.models.autoencoder import (
     feature_weights,
     model_from_bytes,
@@ -30,8 +30,10 @@ from portprint.models.autoencoder import (
 from portprint.models.calibration import Threshold, calibrate
 from portprint.udfs.features import FEATURE_VERSION, features_from_arrow
 from portprint.udfs.header_rule import REASONS, reasons_from_arrow
+from portprint.udfs.qname import N_QNAME_INPUTS, QNAME_VERSION, model_inputs, qname_features_from_arrow
 
 CALIBRATION_LOSS = "calibration_loss.npy"
+QNAME_CALIBRATION_LOSS = "qname_calibration_loss.npy"
 
 
 class TrainingError(ValueError):
@@ -58,8 +60,8 @@ def collect_training_flows(spark: SparkSession, cfg: Config, flows: str, start: 
     if raw is None:
         raise TrainingError(f"the dates {plan.dates[0]}..{plan.dates[-1]} of {flows} hold no flow files")
     scoped = in_scope(canonical(raw, cols, cfg.archive.prefix_encoding), cfg.scope).where(has_payload())
-    cut = max(cfg.features.width, 12) + 2
-    narrow = scoped.select("flow_id", F.substring("orig_payload_prefix", 1, cut).alias("prefix"),
+    # The whole stored prefix: the question model reads the name that follows the header.
+    narrow = scoped.select("flow_id", F.col("orig_payload_prefix").alias("prefix"),
                            F.col("proto").cast("byte").alias("proto"), "orig_bytes",
                            F.length("orig_payload_prefix").cast("int").alias("prefix_len"))
     total = narrow.count()
@@ -72,7 +74,7 @@ def collect_training_flows(spark: SparkSession, cfg: Config, flows: str, start: 
     return table, plan.dates, {"in_scope_with_payload": int(total), "sampled": table.num_rows}
 
 
-def model_card(meta: ModelMeta, th: Threshold) -> str:
+def model_card(meta: ModelMeta, th: Threshold, qth: Threshold | None = None) -> str:
     """A short Markdown card: what the model saw, how its threshold was set, what it cannot see."""
     fu, ls = meta.flows_used, meta.loss_stats
     return f"""# portprint model {meta.model_version}
@@ -93,13 +95,97 @@ def model_card(meta: ModelMeta, th: Threshold) -> str:
 - **Expected false positives:** about {th.target_fpr:g} of benign port-53 flows, i.e. {th.target_fpr * 1e6:.0f} per
   million, if next month's DNS resembles the training window.
 
+{_qname_card(meta, qth)}
 ## What this model cannot see
-- **Well-formed DNS tunnels** (iodine, dns2tcp, dnscat2): their headers are valid DNS, so neither this model
-  nor the header rule flags them. They need the question-section detector.
-- Anything past the first {meta.width} message bytes, and flows with no stored payload.
+- **A tunnel's first queries can look ordinary:** handshakes and polls with short names. The question
+  model judges one query at a time; a parent domain's volume over days is for `anomaly_patterns`.
+- Anything past the stored prefix: a name longer than the prefix is judged on the part that is there.
+- Flows with no stored payload.
 - DNS from implementations absent from the training window may score higher than the site's own.
 
 portprint raises alerts for people to judge; it never blocks or acts on traffic.
+"""
+
+
+def _loss_stats(cal_loss: np.ndarray) -> dict:
+    q = np.quantile(cal_loss, [0.5, 0.99, 0.999])
+    return {"p50": float(q[0]), "p99": float(q[1]), "p999": float(q[2]), "max": float(cal_loss.max()),
+            "mean": float(cal_loss.mean())}
+
+
+def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, cfg: Config, target: float,
+                log: Callable[[str], None]) -> tuple[bytes | None, dict, np.ndarray | None, Threshold | None]:
+    """Train and calibrate the question-section model on the flows the header rule accepts.
+
+    Returns (weights, metadata, held-out losses, threshold); weights None (and the reason in the
+    metadata) when too few flows show a name, e.g. an archive of 8-byte prefixes.
+    """
+    mc = cfg.model
+    if not mc.qname:
+        return None, {}, None, None
+    feats = qname_features_from_arrow(prefix, proto)[keep]
+    feats = model_inputs(feats[feats[:, 0] > 0.5])  # flows whose prefix shows at least one name byte
+    if len(feats) < mc.qname_min_flows:
+        log(f"portprint train: no question model: only {len(feats)} flows show a query name "
+            f"(model.qname_min_flows is {mc.qname_min_flows}); prefixes may be too short")
+        return None, {}, None, None
+    rng = np.random.default_rng(mc.seed + 1)
+    order = rng.permutation(len(feats))
+    n_cal = int(len(order) * mc.calibration_fraction)
+    cal, fit = feats[order[:n_cal]], feats[order[n_cal:]]
+    used = {"with_name": len(feats), "train": len(fit), "calibration": len(cal)}
+    patterns, counts = unique_patterns(fit)
+    used["distinct_patterns"] = len(patterns)
+    if mc.qname_augment:
+        # Benign name shapes the window may lack join as patterns seen once (see models/augment.py).
+        wires, protos = benign_name_prefixes(seed=mc.seed)
+        extra = model_inputs(qname_features_from_arrow(wires, protos))
+        patterns, idx = np.unique(np.concatenate([patterns, extra]), axis=0, return_inverse=True)
+        counts = np.bincount(idx.ravel(), weights=np.concatenate([counts, np.ones(len(extra))])).astype(np.int64)
+        used["augmented_patterns"] = len(patterns) - used["distinct_patterns"]
+    weights = np.ones(N_QNAME_INPUTS, dtype=np.float32)
+
+    def fit_once(rows: np.ndarray, seen: np.ndarray):
+        return train_autoencoder(rows, weights, hidden=tuple(mc.qname_hidden), epochs=mc.epochs,
+                                 batch_size=mc.batch_size, learning_rate=mc.learning_rate, patience=mc.patience,
+                                 seed=mc.seed, validation_fraction=mc.validation_fraction, counts=seen,
+                                 balance=mc.qname_balance, epoch_rows=mc.epoch_rows)
+
+    result = fit_once(patterns, counts)
+    if mc.qname_trim > 0:
+        # Trimmed refit: the window is unlabelled and may hold a tunnel already. Drop the patterns
+        # behind the worst-reconstructed share of the window's flows and train again without them.
+        loss = reconstruction_loss(result.model.double(), patterns.astype(np.float64), weights)
+        order = np.argsort(-loss, kind="stable")
+        cut = np.searchsorted(np.cumsum(counts[order]), mc.qname_trim * counts.sum(), side="right")
+        keep = np.ones(len(patterns), bool)
+        keep[order[:cut]] = False
+        used["trimmed_patterns"], used["trimmed_flows"] = int(cut), int(counts[order[:cut]].sum())
+        result = fit_once(patterns[keep], counts[keep])
+    blob = state_bytes(result.model)
+    cal_loss = reconstruction_loss(model_from_bytes(blob, N_QNAME_INPUTS, tuple(mc.qname_hidden)), cal, weights)
+    th = calibrate(cal_loss, target, cfg.threshold.qname_method)
+    meta = {"feature_version": QNAME_VERSION, "n_features": N_QNAME_INPUTS, "hidden": list(mc.qname_hidden),
+            "threshold": th.value, "threshold_info": th.as_dict(), "flows_used": used,
+            "loss_stats": _loss_stats(cal_loss) | {"best_val_loss": result.best_val_loss},
+            "epochs_run": result.epochs_run}
+    return blob, meta, cal_loss, th
+
+
+def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
+    q = meta.qname
+    if not q or qth is None:
+        return ("## Question-section model\n- **Not trained:** too few flows showed a query name (or `model.qname` "
+                "is off), so DNS tunnels are not looked for.\n")
+    fu, ls = q["flows_used"], q["loss_stats"]
+    return f"""## Question-section model
+- **Features:** {q["feature_version"]}: {q["n_features"]} facts about the query name visible in the prefix (label
+  lengths, character classes, entropy, record type; udfs/qname.py), case-folded.
+- **Architecture:** dense autoencoder {q["n_features"]} -> {" -> ".join(map(str, q["hidden"]))} -> mirrored.
+- **Flows:** {fu.get("with_name")} showed a name; {fu.get("train")} trained on ({fu.get("distinct_patterns")} distinct,
+  {fu.get("augmented_patterns", 0)} benign shapes added), {fu.get("calibration")} held out.
+- **Held-out loss:** median {ls["p50"]:.4g}, p99 {ls["p99"]:.4g}, max {ls["max"]:.4g}.
+- **Threshold:** {qth.value:.6g} by the **{qth.method}** method at target false-positive rate {qth.target_fpr:g}.
 """
 
 
@@ -147,32 +233,39 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     scoring_model = model_from_bytes(blob, fit.shape[1], tuple(mc.hidden))
     cal_loss = reconstruction_loss(scoring_model, cal, weights)
     th = calibrate(cal_loss, target, cfg.threshold.method)
-    q = np.quantile(cal_loss, [0.5, 0.99, 0.999])
+    qblob, qmeta, qcal, qth = train_qname(table["prefix"], proto, keep, cfg, target, log)
     meta = ModelMeta(
         feature_version=FEATURE_VERSION, width=fc.width, id_mode=fc.id_mode, hidden=list(mc.hidden),
         n_features=fit.shape[1], threshold=th.value, threshold_info=th.as_dict(),
         train_start=dates[0], train_end=dates[-1], flows_used=used,
-        loss_stats={"p50": float(q[0]), "p99": float(q[1]), "p999": float(q[2]), "max": float(cal_loss.max()),
-                    "mean": float(cal_loss.mean()), "best_val_loss": result.best_val_loss},
+        loss_stats=_loss_stats(cal_loss) | {"best_val_loss": result.best_val_loss},
         training={"epochs_run": result.epochs_run, "history": result.history, **asdict(mc)},
+        qname=qmeta,
     )
-    meta = ModelMeta(**(asdict(meta) | {"model_version": content_version(blob, meta)}))
-    ModelArtifact(blob, meta).save(model_dir, card=model_card(meta, th))
-    # Kept so `portprint threshold` can move the threshold later without retraining.
+    meta = ModelMeta(**(asdict(meta) | {"model_version": content_version(blob, meta, qblob)}))
+    ModelArtifact(blob, meta, qblob).save(model_dir, card=model_card(meta, th, qth))
+    # Kept so `portprint threshold` can move the thresholds later without retraining.
     np.save(os.path.join(model_dir, CALIBRATION_LOSS), cal_loss.astype(np.float64))
+    if qcal is not None:
+        np.save(os.path.join(model_dir, QNAME_CALIBRATION_LOSS), qcal.astype(np.float64))
     seconds = time.monotonic() - t0
-    log(f"portprint train: model {meta.model_version}, threshold {th.value:.4g} ({th.method}), "
-        f"{result.epochs_run} epochs, {seconds:.1f}s")
+    log(f"portprint train: model {meta.model_version}, header threshold {th.value:.4g} ({th.method}), "
+        + (f"question threshold {qth.value:.4g} ({qth.method}), " if qth else "no question model, ")
+        + f"{result.epochs_run} epochs, {seconds:.1f}s")
     return TrainReport(model_dir, meta.model_version, th.value, th.method, used, result.epochs_run, seconds)
 
 
-def rethreshold(model_dir: str, target_fpr: float, method: str = "auto") -> tuple[ModelArtifact, Threshold]:
-    """Re-derive the threshold from the stored held-out losses, without retraining."""
+def rethreshold(model_dir: str, target_fpr: float, method: str = "auto",
+                block: str = "header") -> tuple[ModelArtifact, Threshold]:
+    """Re-derive one block's threshold from its stored held-out losses, without retraining."""
     art = ModelArtifact.load(model_dir)
-    path = os.path.join(model_dir, CALIBRATION_LOSS)
+    path = os.path.join(model_dir, QNAME_CALIBRATION_LOSS if block == "qname" else CALIBRATION_LOSS)
     if not os.path.isfile(path):
-        raise TrainingError(f"{path} is missing: this model was trained without stored calibration losses; retrain")
+        raise TrainingError(f"{path} is missing: this model was trained without stored {block} calibration "
+                            "losses; retrain")
     th = calibrate(np.load(path), target_fpr, method)
-    new = art.with_threshold(th.value, th.as_dict())
-    new.save(model_dir, card=model_card(new.meta, th))
+    new = art.with_threshold(th.value, th.as_dict(), block)
+    header_th = Threshold(**new.meta.threshold_info)
+    qname_th = Threshold(**new.meta.qname["threshold_info"]) if new.has_qname else None
+    new.save(model_dir, card=model_card(new.meta, header_th, qname_th))
     return new, th

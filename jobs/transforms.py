@@ -6,7 +6,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from portprint.jobs.config import Columns, ScopeConf
-from portprint.udfs.header_rule import REASONS
 
 CANONICAL = ("flow_id", "ts", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "orig_payload_prefix",
              "orig_bytes", "date")
@@ -53,55 +52,49 @@ def has_payload() -> Column:
     return F.col("orig_payload_prefix").isNotNull() & (F.length("orig_payload_prefix") > 0)
 
 
-def add_scores(df: DataFrame, score_udf, width: int) -> DataFrame:
-    """Add `loss` and the rule's `reason` code to in-scope flows that carry a payload.
-
-    Only a short slice of the prefix (the header plus the TCP length) and three numbers cross to
-    the Python workers; the wide columns stay in the JVM.
-    """
-    cut = max(width, 12) + 2
-    return df.withColumn(
-        "_s",
-        score_udf(F.substring("orig_payload_prefix", 1, cut), F.col("proto").cast("byte"),
-                  F.col("orig_bytes"), F.length("orig_payload_prefix").cast("int")),
-    ).withColumn("loss", F.col("_s.loss")).withColumn("reason", F.col("_s.reason").cast("int")).drop("_s")
+def _udf_args() -> list[Column]:
+    # The whole stored prefix crosses to Python (the question model reads the name after the header);
+    # the wide columns stay in the JVM.
+    return [F.col("orig_payload_prefix"), F.col("proto").cast("byte"), F.col("orig_bytes")]
 
 
-def rule_fired() -> Column:
-    """The header rule judged the flow not DNS (reason 0 is ok, 1 is 'no payload')."""
-    return F.col("reason") > F.lit(1)
+def add_scores(df: DataFrame, score_udf) -> DataFrame:
+    """Add every detector's view: `loss` (header model), `reason` (rule code), `qname_loss` (question
+    model, null where no name is visible) and `detector_code` (0 none, else index into DETECTORS)."""
+    return (df.withColumn("_s", score_udf(*_udf_args()))
+            .select("*", *[F.col(f"_s.{c}").alias(a) for c, a in (("loss", "loss"), ("reason", "reason"),
+                                                                   ("qname_loss", "qname_loss"),
+                                                                   ("detector", "detector_code"))])
+            .drop("_s"))
 
 
-def model_fired(threshold: float) -> Column:
-    return F.col("loss") > F.lit(threshold)
-
-
-def flagged(threshold: float) -> Column:
-    """The one decision every command shares: the rule or the model fired."""
-    return rule_fired() | model_fired(threshold)
-
-
-def score_flows(df: DataFrame, score_udf, explain_udf, *, width: int, threshold: float, model_version: str,
+def score_flows(df: DataFrame, detect_udf, *, threshold: float, qname_threshold: float | None, model_version: str,
                 run_id: str, scored_at: str) -> DataFrame:
-    """Score in-scope flows that carry a payload and return the anomalies with their explanations."""
-    hits = add_scores(df, score_udf, width).where(flagged(threshold))
-    # Flagged flows are few: explain them from the whole stored prefix, for a readable rendering.
-    explained = hits.withColumn("_e", explain_udf(F.col("orig_payload_prefix"), F.col("proto").cast("byte"),
-                                                  F.col("orig_bytes")))
-    reason_name = F.element_at(F.array(*[F.lit(r) for r in REASONS]), F.col("reason") + 1)
-    return explained.select(
+    """Score in-scope flows that carry a payload and return the anomalies with their explanations.
+
+    The UDF returns null for flows no detector flagged, so the filter keeps only anomalies and the
+    explanation is built for those alone.
+    """
+    hits = df.withColumn("_d", detect_udf(*_udf_args())).where(F.col("_d").isNotNull())
+    qth = F.lit(float(qname_threshold)) if qname_threshold is not None else F.lit(None).cast("double")
+    d = {c: F.col(f"_d.{c}") for c in ("detector", "header_verdict", "header_reason", "loss", "qname_loss",
+                                        "prefix_hex", "prefix_text", "dns_id", "qr", "opcode", "rcode", "qdcount",
+                                        "ancount", "tcp_len", "failed_bytes", "failed_fields", "qname",
+                                        "qname_complete", "qtype")}
+    return hits.select(
         "flow_id", "ts", "date", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "matched_side",
-        F.when(rule_fired(), F.lit("header-rule")).otherwise(F.lit("header-model")).alias("detector"),
-        F.when(rule_fired(), F.lit("invalid")).otherwise(F.lit("valid")).alias("header_verdict"),
-        reason_name.alias("header_reason"),
-        "loss",
+        d["detector"].alias("detector"), d["header_verdict"].alias("header_verdict"),
+        d["header_reason"].alias("header_reason"),
+        d["loss"].alias("loss"),
         F.lit(threshold).alias("threshold"),
-        (F.col("loss") / F.lit(threshold)).alias("score"),
+        (d["loss"] / F.lit(threshold)).alias("score"),
+        d["qname_loss"].alias("qname_loss"),
+        qth.alias("qname_threshold"),
+        (d["qname_loss"] / qth).alias("qname_score"),
         F.length("orig_payload_prefix").cast("int").alias("prefix_len"),
-        F.lower(F.hex("orig_payload_prefix")).alias("prefix_hex"),
-        F.col("_e.prefix_text").alias("prefix_text"),
-        *[F.col(f"_e.{c}").alias(c) for c in ("dns_id", "qr", "opcode", "rcode", "qdcount", "ancount",
-                                               "tcp_len", "failed_bytes", "failed_fields")],
+        *[d[c].alias(c) for c in ("prefix_hex", "prefix_text", "dns_id", "qr", "opcode", "rcode", "qdcount",
+                                  "ancount", "tcp_len", "failed_bytes", "failed_fields", "qname", "qname_complete",
+                                  "qtype")],
         F.lit(model_version).alias("model_version"),
         F.lit(run_id).alias("run_id"),
         F.to_timestamp(F.lit(scored_at)).alias("scored_at"),

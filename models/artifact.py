@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 WEIGHTS = "model.pt"
+QNAME_WEIGHTS = "qname.pt"  # the question-section model, when the archive's prefixes show names
 METADATA = "model.json"
 CARD = "MODEL_CARD.md"
 
@@ -32,13 +33,20 @@ class ModelMeta:
     training: dict
     model_version: str = ""
     extra: dict = field(default_factory=dict)
+    # The question-section block: feature_version, n_features, hidden, threshold, threshold_info,
+    # loss_stats, flows_used. Empty when it was not trained (prefixes too short to show a name).
+    qname: dict = field(default_factory=dict)
 
 
-def content_version(weights: bytes, meta: ModelMeta) -> str:
-    """A content hash over the weights and everything that changes a verdict."""
+def content_version(weights: bytes, meta: ModelMeta, qname_weights: bytes | None = None) -> str:
+    """A content hash over both blocks' weights and everything that changes a verdict."""
     h = hashlib.sha256(weights)
     h.update(json.dumps([meta.feature_version, meta.width, meta.id_mode, meta.hidden, meta.threshold],
                         sort_keys=True).encode())
+    if qname_weights is not None:
+        q = meta.qname
+        h.update(qname_weights)
+        h.update(json.dumps([q.get("feature_version"), q.get("hidden"), q.get("threshold")]).encode())
     return h.hexdigest()[:16]
 
 
@@ -46,11 +54,20 @@ def content_version(weights: bytes, meta: ModelMeta) -> str:
 class ModelArtifact:
     weights: bytes
     meta: ModelMeta
+    qname_weights: bytes | None = None
+
+    @property
+    def has_qname(self) -> bool:
+        return self.qname_weights is not None and bool(self.meta.qname)
 
     def save(self, model_dir: str, card: str | None = None) -> Path:
         out = Path(model_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / WEIGHTS).write_bytes(self.weights)
+        if self.qname_weights is not None:
+            (out / QNAME_WEIGHTS).write_bytes(self.qname_weights)
+        else:
+            (out / QNAME_WEIGHTS).unlink(missing_ok=True)
         (out / METADATA).write_text(json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
         if card is not None:
             (out / CARD).write_text(card)
@@ -68,14 +85,23 @@ class ModelArtifact:
         except (json.JSONDecodeError, TypeError) as exc:
             raise ModelError(f"{path / METADATA} is unreadable ({exc}); retrain the model") from None
         weights = (path / WEIGHTS).read_bytes()
-        if content_version(weights, meta) != meta.model_version:
+        qname = (path / QNAME_WEIGHTS).read_bytes() if (path / QNAME_WEIGHTS).is_file() else None
+        if meta.qname and qname is None:
+            raise ModelError(f"{path / QNAME_WEIGHTS} is missing but {METADATA} describes a question-section "
+                             "model: restore the file or retrain")
+        if content_version(weights, meta, qname) != meta.model_version:
             raise ModelError(f"{path} weights do not match model_version {meta.model_version} in {METADATA}: "
                              "the files were changed separately; retrain or restore both")
-        return cls(weights, meta)
+        return cls(weights, meta, qname)
 
-    def with_threshold(self, threshold: float, info: dict) -> ModelArtifact:
-        """The same weights with a new threshold (and so a new model_version)."""
-        raw = asdict(self.meta) | {"threshold": float(threshold), "threshold_info": info, "model_version": ""}
-        meta = ModelMeta(**raw)
-        return ModelArtifact(self.weights, ModelMeta(**(raw | {"model_version": content_version(self.weights,
-                                                                                              meta)})))
+    def with_threshold(self, threshold: float, info: dict, block: str = "header") -> ModelArtifact:
+        """The same weights with a new threshold for one block (and so a new model_version)."""
+        raw = asdict(self.meta) | {"model_version": ""}
+        if block == "qname":
+            if not self.has_qname:
+                raise ModelError("this model has no question-section block to re-threshold")
+            raw["qname"] = raw["qname"] | {"threshold": float(threshold), "threshold_info": info}
+        else:
+            raw |= {"threshold": float(threshold), "threshold_info": info}
+        version = content_version(self.weights, ModelMeta(**raw), self.qname_weights)
+        return ModelArtifact(self.weights, ModelMeta(**(raw | {"model_version": version})), self.qname_weights)

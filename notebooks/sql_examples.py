@@ -73,6 +73,24 @@ LIMIT 100
 
 # COMMAND ----------
 
+# MAGIC %md ## DNS tunnels: names the question model found unlike the site's, by parent domain
+# MAGIC `qname` is rendered safely (RFC 1035 `\DDD` escapes); `qname_complete = false` means the name runs
+# MAGIC past the stored prefix. A tunnel shows as one parent domain with many long, random first labels.
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT CASE WHEN qname_complete THEN substring_index(trim(TRAILING '.' FROM lower(qname)), '.', -2) ELSE '(cut off)' END
+         AS parent, count(*) AS flows, count(DISTINCT src_ip) AS sources, max(round(qname_score, 1)) AS worst,
+       min(ts) AS first_seen, max(ts) AS last_seen, min_by(qname, ts) AS example, collect_set(qtype) AS qtypes
+FROM anomalies
+WHERE detector = 'qname-model' AND date >= date_sub(current_date(), 30)
+GROUP BY 1
+ORDER BY flows DESC
+"""))
+
+# COMMAND ----------
+
 # MAGIC %md ## Source port 53 (the firewall-bypass trick): flows in scope only because of the initiator side
 
 # COMMAND ----------

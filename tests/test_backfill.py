@@ -74,6 +74,11 @@ def test_chunks_give_the_same_tables_as_one_pass(spark, cfg, archive, model, tmp
 def reference_pattern(row: dict) -> str:
     """The pattern as the README defines it, restated independently of the Spark expression."""
     proto = "tcp" if row["proto"] == 6 else "udp"
+    if row["detector"] == "qname-model":
+        labels = row["qname"].lower().rstrip(".").split(".")
+        if row["qname_complete"]:
+            return "qname *." + ".".join(labels[-2:])
+        return f"qname cut first-label={len(labels[0])}"
     if row["header_verdict"] != "valid":
         return f"bytes {proto} {row['prefix_hex'][:8]}"
     msg = row["prefix_hex"][4:] if proto == "tcp" else row["prefix_hex"]

@@ -38,7 +38,8 @@ def test_metrics_on_a_tiny_labelled_set():
     s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0})
     ev = metrics(s, threshold=1.0)
     # dns: one of six above 1.0 -> FPR 1/6. ssh: both by the rule. ntp: one by the model. tunnels: none.
-    assert ev["per_label"]["dns"] == {"flows": 6, "flagged": 1, "rate": 1 / 6, "rule_flagged": 0, "model_flagged": 1}
+    assert ev["per_label"]["dns"] == {"flows": 6, "flagged": 1, "rate": 1 / 6, "rule_flagged": 0, "model_flagged": 1,
+                                      "qname_flagged": 0}
     assert ev["fpr"] == pytest.approx(1 / 6)
     assert ev["recall"] == pytest.approx(3 / 4)
     assert ev["recall_per_protocol"] == {"ntp": 0.5, "ssh": 1.0}
@@ -48,6 +49,31 @@ def test_metrics_on_a_tiny_labelled_set():
     # Combined ROC: ssh rule -> +inf; attacks {inf, inf, 5.0, 0.3} vs dns {.1,.2,.3,.4,.5,2}:
     # inf, inf, 5.0 beat all 6 (18 pairs); 0.3 beats .1,.2 (2) and ties .3 (0.5) -> 20.5 / 24.
     assert ev["roc_auc"] == pytest.approx(20.5 / 24)
+
+
+def test_question_model_tunnel_and_hard_benign_lines():
+    labels = np.array(["dns"] * 6 + ["ssh"] * 2 + ["dns-tunnel"] * 4)
+    category = np.array(["ordinary"] * 4 + ["ip6-arpa", "hex-label"] + ["ssh"] * 2 + ["iodine"] * 3 + ["dig-exfil"])
+    loss = np.array([0.1] * 5 + [2.0] + [3.0, 0.2] + [0.1] * 4)  # header model: one dns FP (hex-label)
+    rule = np.array([False] * 6 + [True, True] + [False] * 4)
+    qloss = np.array([0.1, 0.2, np.nan, 0.1, 0.9, 0.1, 0.1, 0.1, 0.8, 0.9, 0.1, 0.7])
+    s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0}, qloss, category)
+    ev = metrics(s, threshold=1.0, qname_threshold=0.5)
+    # tunnels: iodine 2 of 3 by the question model, dig-exfil 1 of 1; hard benign: ip6-arpa (question) and
+    # hex-label (header) flagged, 2 of 2.
+    assert ev["tunnel"] == {"flows": 4, "flagged": 3, "recall": 0.75,
+                            "by_category": {"dig-exfil": {"flows": 1, "flagged": 1},
+                                            "iodine": {"flows": 3, "flagged": 2}}}
+    assert ev["hard_benign"]["flows"] == 2 and ev["hard_benign"]["flagged"] == 2 and ev["hard_benign"]["fpr"] == 1.0
+    assert ev["detectors"]["qname-model"]["tunnel_recall"] == 0.75
+    assert ev["detectors"]["qname-model"]["fpr"] == pytest.approx(1 / 6)
+    assert ev["fpr"] == pytest.approx(2 / 6)
+    assert ev["per_label"]["dns-tunnel"]["qname_flagged"] == 3
+    # No flow flagged of n: the one-sided 95% bound is 1 - 0.05**(1/n), about 3/n.
+    s0 = Scored(np.array(["a"] * 3000), np.array(["dns"] * 3000), np.zeros(3000), np.zeros(3000, bool),
+                {"filtered_port": 0})
+    assert metrics(s0, 1.0)["fpr_upper95"] == pytest.approx(1 - 0.05 ** (1 / 3000))
+    assert metrics(s0, 1.0)["fpr_upper95"] < 0.001
 
 
 def test_attack_mask_leaves_out_benign_tunnels_and_unscored():

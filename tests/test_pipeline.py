@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from portprint.jobs.sample import NON_DNS_LABELS, write_sample
+from portprint.jobs.sample import NON_DNS_LABELS, TUNNEL_LABELS, write_sample
 from portprint.jobs.score import run_score
 from portprint.jobs.train import run_train
 
@@ -59,6 +59,13 @@ def test_score_flags_the_planted_protocols_and_little_dns(spark, cfg, archive, l
     assert report.flows_read == len(labels)
     assert report.flows_skipped == sum(lab == "empty" for lab in labels.values())
     assert sorted(set(got["date"].to_pylist())) == DAYS
+    # The planted tunnels are valid DNS: only the question model can see them, and it must.
+    tunnels = {f for f, lab in labels.items() if lab in TUNNEL_LABELS}
+    hits = got.filter(pc.is_in(got["flow_id"], pa.array(sorted(tunnels))))
+    assert len(tunnels) >= 20 and hits.num_rows >= 0.9 * len(tunnels), f"{hits.num_rows} of {len(tunnels)} tunnels"
+    assert set(hits["detector"].to_pylist()) == {"qname-model"}
+    assert all(q and q.isascii() and q.isprintable() for q in hits["qname"].to_pylist())
+    assert all(s > 1 for s in hits["qname_score"].to_pylist())
 
 
 def test_rerun_replaces_rows_and_never_duplicates(spark, cfg, archive, model, tmp_path):
@@ -93,7 +100,8 @@ def test_tables_are_readable_by_deltalake_and_duckdb(spark, cfg, archive, model,
     for name in ("anomalies", "runs"):
         dataset = DeltaTable(os.path.join(wh, name)).to_pyarrow_dataset()
         con.register(name, dataset)
-    n = con.sql("SELECT count(*) FROM anomalies WHERE score > 1 OR detector = 'header-rule'").fetchall()[0][0]
+    n = con.sql("SELECT count(*) FROM anomalies WHERE score > 1 OR qname_score > 1 OR detector = 'header-rule'"
+                ).fetchall()[0][0]
     assert n == report.anomalies
     per_date = con.sql("SELECT date, anomalies FROM runs ORDER BY date").fetchall()
     counted = con.sql("SELECT date, count(*) FROM anomalies GROUP BY date ORDER BY date").fetchall()
@@ -118,15 +126,15 @@ def test_each_udf_appears_once_in_the_plan(spark, cfg, archive, model):
     from portprint.jobs.archive import plan_archive, read_archive
     from portprint.jobs.score import load_model
     from portprint.jobs.transforms import canonical, has_payload, in_scope, score_flows
-    from portprint.udfs.scoring import make_udfs
+    from portprint.udfs.scoring import make_detect_udf
 
     art = load_model(model)
     m = art.meta
-    score_udf, explain_udf = make_udfs(art.weights, m.model_version, m.width, m.id_mode, tuple(m.hidden), 1, 3)
+    detect_udf = make_detect_udf(art, 1, 3)
     plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)
     df = in_scope(canonical(read_archive(spark, plan, cfg.archive.columns), cfg.archive.columns, "binary"),
                   cfg.scope).where(has_payload())
-    out = score_flows(df, score_udf, explain_udf, width=m.width, threshold=m.threshold,
+    out = score_flows(df, detect_udf, threshold=m.threshold, qname_threshold=m.qname.get("threshold"),
                       model_version=m.model_version, run_id="r", scored_at="2026-11-28 00:00:00")
     physical = out._jdf.queryExecution().executedPlan().toString()
-    assert physical.count("ArrowEvalPython") == 2, physical  # score once, explain once (flagged rows only)
+    assert physical.count("ArrowEvalPython") == 1, physical  # each flow crosses to Python once

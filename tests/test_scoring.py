@@ -6,23 +6,84 @@ import numpy as np
 import pyarrow as pa
 
 from portprint.jobs.sample import sample_table
-from portprint.models.autoencoder import feature_weights, reconstruction_loss, state_bytes, train_autoencoder
+from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
+from portprint.models.autoencoder import (
+    feature_weights,
+    model_from_bytes,
+    reconstruction_loss,
+    state_bytes,
+    train_autoencoder,
+)
 from portprint.udfs.features import features_from_arrow
-from portprint.udfs.scoring import Scorer, printable
+from portprint.udfs.qname import N_QNAME_INPUTS, QNAME_VERSION, model_inputs, qname_features_from_arrow
+from portprint.udfs.scoring import DETECTION, DETECTORS, Scorer, printable
 
 
-def test_dedup_scoring_equals_row_by_row_scoring():
-    flows, _ = sample_table(6000, "2026-11-01", np.random.default_rng(3))
+def _artifact(flows: pa.Table, qname: bool = True) -> ModelArtifact:
+    """Two small models trained on the first half of the flows (few epochs: this checks plumbing)."""
     prefix, proto, sent = flows["orig_payload_prefix"], flows["proto"].to_numpy(), flows["orig_bytes"].to_numpy()
     feats = features_from_arrow(prefix, proto, sent, 8, True)
     w = feature_weights(8, "mask")
     model = train_autoencoder(feats[:3000], w, hidden=(32, 12), epochs=2, batch_size=256, learning_rate=0.003,
                               patience=2, seed=1, validation_fraction=0.1).model
-    scorer = Scorer(state_bytes(model), 8, "mask", (32, 12))
+    qmeta, qblob = {}, None
+    if qname:
+        q = model_inputs(qname_features_from_arrow(prefix, proto))[:3000]
+        qmodel = train_autoencoder(q, np.ones(N_QNAME_INPUTS, np.float32), hidden=(32, 8), epochs=2,
+                                   batch_size=256, learning_rate=0.003, patience=2, seed=1,
+                                   validation_fraction=0.1).model
+        qblob = state_bytes(qmodel)
+        qmeta = {"feature_version": QNAME_VERSION, "hidden": [32, 8], "threshold": 0.05}
+    meta = ModelMeta("bits-v1", 8, "mask", [32, 12], 66, 0.05, {}, "", "", {}, {}, {}, qname=qmeta)
+    blob = state_bytes(model)
+    return ModelArtifact(blob, ModelMeta(**(vars(meta) | {"model_version": content_version(blob, meta, qblob)})),
+                         qblob)
+
+
+def test_dedup_scoring_equals_row_by_row_scoring():
+    flows, _ = sample_table(6000, "2026-11-01", np.random.default_rng(3))
+    art = _artifact(flows)
+    prefix, proto, sent = flows["orig_payload_prefix"], flows["proto"].to_numpy(), flows["orig_bytes"].to_numpy()
+    scorer = Scorer(art)
     assert scorer.dedup
-    loss, reasons = scorer.score(prefix, flows["proto"], flows["orig_bytes"])
-    np.testing.assert_allclose(loss, reconstruction_loss(model, feats, w), rtol=1e-5, atol=1e-9)
-    assert len(reasons) == flows.num_rows
+    v = scorer.score(prefix, flows["proto"], flows["orig_bytes"])
+    w = feature_weights(8, "mask")
+    header = model_from_bytes(art.weights, 66, (32, 12))
+    np.testing.assert_allclose(v.loss, reconstruction_loss(header, features_from_arrow(prefix, proto, sent, 8, True),
+                                                           w), rtol=1e-9, atol=1e-12)
+    # The question model: every row scored on its own gives the same losses as one per distinct name.
+    qfeats = qname_features_from_arrow(prefix, proto)
+    qmodel = model_from_bytes(art.qname_weights, N_QNAME_INPUTS, (32, 8))
+    each = reconstruction_loss(qmodel, model_inputs(qfeats), np.ones(N_QNAME_INPUTS, np.float32))
+    visible = qfeats[:, 0] > 0.5
+    np.testing.assert_allclose(v.qloss[visible], each[visible], rtol=1e-9, atol=1e-12)
+    assert np.isnan(v.qloss[~visible]).all() and (~visible).any()
+
+
+def test_detector_is_the_first_that_fired_and_detect_explains_only_those():
+    flows, _ = sample_table(6000, "2026-11-01", np.random.default_rng(4))
+    art = _artifact(flows)
+    scorer = Scorer(art)
+    v = scorer.score(flows["orig_payload_prefix"], flows["proto"], flows["orig_bytes"])
+    rule, header = v.reason > 1, v.loss > art.meta.threshold
+    qname = np.nan_to_num(v.qloss, nan=-1) > art.meta.qname["threshold"]
+    empty = np.array([not p for p in flows["orig_payload_prefix"].to_pylist()])
+    want = np.where(empty, 0, np.where(rule, 1, np.where(header, 2, np.where(qname, 3, 0))))
+    np.testing.assert_array_equal(v.detector, want)
+    found = scorer.detect(flows["orig_payload_prefix"], flows["proto"], flows["orig_bytes"], 3)
+    assert found.type == DETECTION and len(found) == flows.num_rows
+    np.testing.assert_array_equal(found.is_valid().to_numpy(zero_copy_only=False), want > 0)
+    got = found.filter(found.is_valid()).field("detector").to_pylist()
+    assert got == [DETECTORS[k] for k in want[want > 0]]
+    hex_ = found.filter(found.is_valid()).field("prefix_hex").to_pylist()
+    assert hex_ == [p.hex() for p, k in zip(flows["orig_payload_prefix"].to_pylist(), want, strict=True) if k]
+
+
+def test_a_model_without_question_block_never_fires_it():
+    flows, _ = sample_table(3000, "2026-11-01", np.random.default_rng(5))
+    v = Scorer(_artifact(flows, qname=False)).score(flows["orig_payload_prefix"], flows["proto"],
+                                                    flows["orig_bytes"])
+    assert np.isnan(v.qloss).all() and not (v.detector == 3).any()
 
 
 def test_printable_rendering_is_safe_text():

@@ -1,38 +1,47 @@
-"""Scoring of Arrow batches: the header rule plus the autoencoder, and the explanations of flagged flows.
+"""Scoring of Arrow batches: the header rule, the header autoencoder and the question-section
+autoencoder, and the explanations of flagged flows.
 
 ``Scorer`` is plain numpy/numba/torch and is used everywhere a verdict is made (the Spark UDFs,
 training's calibration, the benchmark's plain pass), so every path gives the same verdict.
-The Spark UDFs close over the model's bytes only; each Python worker builds the model once and
+The Spark UDFs close over the model's bytes only; each Python worker builds the models once and
 keeps it in a module-level cache (no SparkContext, so this also works on Spark Connect).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from dns import rdatatype
 
+from portprint.models.artifact import ModelArtifact
 from portprint.models.autoencoder import feature_weights, model_from_bytes, reconstruction_loss, squared_errors
 from portprint.udfs.features import (
+    BinaryBuffers,
     binary_buffers,
     decode_headers,
     dedup_possible,
     encode_features,
     pattern_keys,
 )
-from portprint.udfs.header_rule import header_reasons
+from portprint.udfs.header_rule import REASONS, header_reasons
+from portprint.udfs.qname import (
+    N_QNAME_INPUTS,
+    input_owner,
+    model_inputs,
+    question_features,
+    question_keys,
+    render_qname,
+)
 
 FIELD_OF_BYTE = ("id", "id", "flags", "flags", "qdcount", "qdcount", "ancount", "ancount",
                  "nscount", "nscount", "arcount", "arcount")
-SCORE_TYPE = "struct<loss:double,reason:tinyint>"
-EXPLAIN_TYPE = (
-    "struct<prefix_text:string,dns_id:int,qr:int,opcode:int,rcode:int,qdcount:int,ancount:int,"
-    "tcp_len:int,failed_bytes:array<int>,failed_fields:string>"
-)
 # Printable ASCII as itself, everything else as '.', like hexdump -C and Zeek's weird logs.
 _PRINTABLE = np.array([c if 0x20 <= c < 0x7F else ord(".") for c in range(256)], dtype=np.uint8)
 
@@ -42,15 +51,58 @@ def field_of_byte(offset: int) -> str:
     return FIELD_OF_BYTE[offset] if offset < len(FIELD_OF_BYTE) else "question"
 
 
-class Scorer:
-    """The model and rule of one model version, applied to Arrow arrays."""
+DETECTORS = ("", "header-rule", "header-model", "qname-model")  # index = detector code; 0 = not flagged
+# What the one UDF returns per flow: null when no detector fired, else the verdict and its explanation.
+DETECTION = pa.struct([
+    ("detector", pa.string()),
+    ("header_verdict", pa.string()),
+    ("header_reason", pa.string()),
+    ("loss", pa.float64()),
+    ("qname_loss", pa.float64()),
+    ("prefix_hex", pa.string()),
+    ("prefix_text", pa.string()),
+    ("dns_id", pa.int32()),
+    ("qr", pa.int32()),
+    ("opcode", pa.int32()),
+    ("rcode", pa.int32()),
+    ("qdcount", pa.int32()),
+    ("ancount", pa.int32()),
+    ("tcp_len", pa.int32()),
+    ("failed_bytes", pa.list_(pa.int32())),
+    ("failed_fields", pa.string()),
+    ("qname", pa.string()),
+    ("qname_complete", pa.bool_()),
+    ("qtype", pa.string()),
+])
 
-    def __init__(self, weights: bytes, width: int, id_mode: str, hidden: tuple[int, ...]) -> None:
-        self.width = width
-        self.mask_id = id_mode == "mask"
-        self.weights = feature_weights(width, id_mode)
-        self.model = model_from_bytes(weights, width * 8 + 2, tuple(hidden))
-        self.dedup = dedup_possible(width, self.mask_id)
+
+@dataclass(frozen=True)
+class Verdicts:
+    """Per flow: the header model's loss, the rule's reason code, the question model's loss (NaN where
+    it has nothing to judge), and which detector fired (index into DETECTORS)."""
+
+    loss: np.ndarray
+    reason: np.ndarray
+    qloss: np.ndarray
+    detector: np.ndarray
+
+
+class Scorer:
+    """The rule and both models of one model version, applied to Arrow arrays."""
+
+    def __init__(self, art: ModelArtifact) -> None:
+        m = art.meta
+        self.width = m.width
+        self.mask_id = m.id_mode == "mask"
+        self.weights = feature_weights(m.width, m.id_mode)
+        self.model = model_from_bytes(art.weights, m.width * 8 + 2, tuple(m.hidden))
+        self.dedup = dedup_possible(m.width, self.mask_id)
+        self.threshold = m.threshold
+        self.qmodel = (model_from_bytes(art.qname_weights, N_QNAME_INPUTS, tuple(m.qname["hidden"]))
+                       if art.has_qname else None)
+        self.qthreshold = float(m.qname.get("threshold", math.inf)) if art.has_qname else math.inf
+        self.qweights = np.ones(N_QNAME_INPUTS, dtype=np.float32)
+        self.qowner = np.asarray(input_owner())
 
     @staticmethod
     def _columns(proto: pa.Array, orig_bytes: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +113,7 @@ class Scorer:
         return p, o
 
     def losses(self, prefix: pa.Array, proto: np.ndarray, orig_bytes: np.ndarray) -> np.ndarray:
-        """Reconstruction loss per flow. Equal feature rows are scored once per batch: a site's DNS
+        """Header-model loss per flow. Equal feature rows are scored once per batch: a site's DNS
         has few distinct ID-less headers, so this removes most of the matrix work."""
         buf = binary_buffers(prefix)
         args = (buf.offsets, buf.data, buf.validity, buf.bit_offset, proto, orig_bytes, self.width, self.mask_id)
@@ -73,9 +125,29 @@ class Scorer:
         _, first, inverse = np.unique(pattern_keys(*args), return_index=True, return_inverse=True)
         return reconstruction_loss(self.model, feats[first], self.weights)[inverse]
 
+    def qname_losses(self, prefix: pa.Array, proto: np.ndarray) -> np.ndarray:
+        """Question-model loss per flow, NaN where no name byte is visible (or there is no such model).
+        Each distinct name (case-folded) is featurised and scored once per batch."""
+        n = len(proto)
+        out = np.full(n, np.nan)
+        if self.qmodel is None or n == 0:
+            return out
+        buf = binary_buffers(prefix)
+        keys = question_keys(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        feats = question_features(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto, first)
+        visible = feats[:, 0] > 0.5
+        loss = np.full(len(first), np.nan)
+        if visible.any():
+            loss[visible] = reconstruction_loss(self.qmodel, model_inputs(feats[visible]), self.qweights)
+        return loss[inverse.ravel()]
+
     def score(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array,
-              prefix_len: pa.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Return (loss float64, rule reason uint8) per flow."""
+              prefix_len: pa.Array | None = None) -> Verdicts:
+        """Every detector's view of every flow, and the one decision (rule, then header model, then
+        question model: the first that fired is named)."""
+        if isinstance(prefix, pa.ChunkedArray):
+            prefix = prefix.combine_chunks()
         p, o = self._columns(proto, orig_bytes)
         buf = binary_buffers(prefix)
         if prefix_len is None:
@@ -83,10 +155,38 @@ class Scorer:
         else:
             plen = np.asarray(pc.fill_null(prefix_len, 0).to_numpy(zero_copy_only=False), dtype=np.int32)
         reasons = header_reasons(buf.offsets, buf.data, buf.validity, buf.bit_offset, p, o, plen)
-        return self.losses(prefix, p, o), reasons
+        loss = self.losses(prefix, p, o)
+        qloss = self.qname_losses(prefix, p)
+        detector = np.zeros(len(p), dtype=np.int8)
+        with np.errstate(invalid="ignore"):  # NaN (nothing to judge) is never above a threshold
+            detector[qloss > self.qthreshold] = 3
+        detector[loss > self.threshold] = 2
+        detector[reasons > 1] = 1
+        detector[reasons == 1] = 0  # "empty": no payload, nothing to judge (score skips these anyway)
+        return Verdicts(loss, reasons, qloss, detector)
 
-    def explain(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array, top: int) -> pa.StructArray:
-        """Decoded header, printable rendering and the worst-reconstructed bytes, per flow."""
+    def detect(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array, top: int) -> pa.StructArray:
+        """One DETECTION per flow: null where nothing fired, else the verdict and its explanation.
+        Only flagged flows are explained, so the explanation costs nothing on clean traffic."""
+        if isinstance(prefix, pa.ChunkedArray):
+            prefix = prefix.combine_chunks()
+        v = self.score(prefix, proto, orig_bytes)
+        hit = np.flatnonzero(v.detector > 0)
+        take = pa.array(np.where(v.detector > 0, np.cumsum(v.detector > 0) - 1, 0), pa.int64(),
+                        mask=v.detector == 0)
+        if len(hit) == 0:
+            return pa.nulls(len(v.detector), DETECTION)
+        idx = pa.array(hit)
+        small = self.explain(prefix.take(idx), pc.take(proto, idx), pc.take(orig_bytes, idx), top,
+                             Verdicts(v.loss[hit], v.reason[hit], v.qloss[hit], v.detector[hit]))
+        return small.take(take)
+
+    def explain(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array, top: int,
+                verdicts: Verdicts | None = None) -> pa.StructArray:
+        """Decoded header and name, printable rendering, and what failed to reconstruct, per flow."""
+        if isinstance(prefix, pa.ChunkedArray):
+            prefix = prefix.combine_chunks()
+        v = verdicts if verdicts is not None else self.score(prefix, proto, orig_bytes)
         p, o = self._columns(proto, orig_bytes)
         buf = binary_buffers(prefix)
         n = len(p)
@@ -97,27 +197,63 @@ class Scorer:
         byte_err = (err[:, : self.width * 8] * self.weights[: self.width * 8]).reshape(n, self.width, 8).sum(2)
         order = np.argsort(-byte_err, axis=1, kind="stable")[:, :top]
         worst_vals = np.take_along_axis(byte_err, order, axis=1)
+        qworst = self._worst_qname_features(buf, p, top) if self.qmodel is not None else [""] * n
         failed: list[list[int]] = []
         fields: list[str] = []
-        for row, vals in zip(order, worst_vals, strict=True):
-            keep = [int(b) for b, v in zip(row, vals, strict=True) if v > 0.25]  # > a quarter bit wrong
+        for i, (row, vals) in enumerate(zip(order, worst_vals, strict=True)):
+            keep = [int(b) for b, val in zip(row, vals, strict=True) if val > 0.25]  # > a quarter bit wrong
             failed.append(keep)
-            fields.append(",".join(dict.fromkeys(field_of_byte(b) for b in keep)))
-        text = printable(prefix)
+            if v.detector[i] == 3:
+                fields.append(qworst[i])
+            else:
+                fields.append(",".join(dict.fromkeys(field_of_byte(b) for b in keep)))
+        names, complete, qtypes = [], [], []
+        for raw, proto_i in zip(prefix.to_pylist(), p.tolist(), strict=True):
+            name, done, qtype = render_qname(raw, proto_i)
+            names.append(name)
+            complete.append(done if name is not None else None)
+            qtypes.append(None if qtype is None else rdatatype.to_text(qtype))
         flags = hdr[:, 1]
 
         def col(values: np.ndarray) -> pa.Array:
             return pa.array(values, type=pa.int32(), mask=values < 0)
 
         has_flags = flags >= 0
-        return pa.StructArray.from_arrays(
-            [text, col(hdr[:, 0]), col(np.where(has_flags, flags >> 15, -1)),
-             col(np.where(has_flags, (flags >> 11) & 0xF, -1)), col(np.where(has_flags, flags & 0xF, -1)),
-             col(hdr[:, 2]), col(hdr[:, 3]), col(hdr[:, 6]),
-             pa.array(failed, type=pa.list_(pa.int32())), pa.array(fields, type=pa.string())],
-            names=["prefix_text", "dns_id", "qr", "opcode", "rcode", "qdcount", "ancount", "tcp_len",
-                   "failed_bytes", "failed_fields"],
-        )
+        arrays = {
+            "detector": pa.array(np.asarray(DETECTORS, dtype=object)[v.detector], pa.string()),
+            "header_verdict": pa.array(np.where(v.reason > 1, "invalid", "valid"), pa.string()),
+            "header_reason": pa.array(np.asarray(REASONS, dtype=object)[v.reason], pa.string()),
+            "loss": pa.array(v.loss, pa.float64()),
+            "qname_loss": pa.array(v.qloss, pa.float64(), mask=np.isnan(v.qloss)),
+            "prefix_hex": pa.array([None if b is None else b.hex() for b in prefix.to_pylist()], pa.string()),
+            "prefix_text": printable(prefix),
+            "dns_id": col(hdr[:, 0]),
+            "qr": col(np.where(has_flags, flags >> 15, -1)),
+            "opcode": col(np.where(has_flags, (flags >> 11) & 0xF, -1)),
+            "rcode": col(np.where(has_flags, flags & 0xF, -1)),
+            "qdcount": col(hdr[:, 2]),
+            "ancount": col(hdr[:, 3]),
+            "tcp_len": col(hdr[:, 6]),
+            "failed_bytes": pa.array(failed, type=pa.list_(pa.int32())),
+            "failed_fields": pa.array(fields, type=pa.string()),
+            "qname": pa.array(names, pa.string()),
+            "qname_complete": pa.array(complete, pa.bool_()),
+            "qtype": pa.array(qtypes, pa.string()),
+        }
+        return pa.StructArray.from_arrays([arrays[f.name] for f in DETECTION], fields=list(DETECTION))
+
+    def _worst_qname_features(self, buf: BinaryBuffers, proto: np.ndarray, top: int) -> list[str]:
+        """The question features the model reconstructed worst, per flow ('max_label,entropy_longest')."""
+        feats = question_features(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto)
+        err = squared_errors(self.qmodel, model_inputs(feats))
+        out = []
+        for row in err:
+            per_feature: dict[str, float] = {}
+            for owner, e in zip(self.qowner.tolist(), row.tolist(), strict=True):
+                per_feature[owner] = per_feature.get(owner, 0.0) + e
+            worst = sorted(per_feature.items(), key=lambda kv: -kv[1])[:top]
+            out.append(",".join(k for k, e in worst if e > 0.05))
+        return out
 
 
 def printable(prefix: pa.Array) -> pa.Array:
@@ -136,46 +272,63 @@ def printable(prefix: pa.Array) -> pa.Array:
     return out.cast(pa.string())
 
 
-# ---- per-worker cache: the model is built once per Python worker, not per batch or per row ----
+# ---- per-worker cache: the models are built once per Python worker, not per batch or per row ----
 _CACHE: dict[str, Scorer] = {}
 _LOCK = threading.Lock()
 
 
-def cached_scorer(version: str, weights: bytes, width: int, id_mode: str, hidden: tuple[int, ...],
-                  torch_threads: int) -> Scorer:
+def cached_scorer(art: ModelArtifact, torch_threads: int) -> Scorer:
     """Build (once per process) or fetch the Scorer of a model version."""
+    version = art.meta.model_version
     scorer = _CACHE.get(version)
     if scorer is None:
         with _LOCK:
             scorer = _CACHE.get(version)
             if scorer is None:
                 torch.set_num_threads(torch_threads)
-                scorer = Scorer(weights, width, id_mode, hidden)
+                scorer = Scorer(art)
                 _CACHE[version] = scorer
     return scorer
 
 
-def make_udfs(weights: bytes, version: str, width: int, id_mode: str, hidden: tuple[int, ...],
-              torch_threads: int, top_bytes: int):
-    """The Spark arrow UDFs (score, explain). Their closures hold the weights' bytes: Spark ships
-    them once per task with the plan, and ``cached_scorer`` builds the model once per worker."""
+def make_detect_udf(art: ModelArtifact, torch_threads: int, top_bytes: int):
+    """The Spark arrow UDF (prefix, proto, orig_bytes) -> DETECTION, null for flows nothing flagged.
+
+    Its closure holds the artifact (the weights' bytes and metadata): Spark ships it once per task
+    with the plan, with no SparkContext (so Spark Connect works too), and ``cached_scorer`` builds
+    the models once per worker. One UDF both scores and explains, so each flow crosses to Python
+    once and only flagged flows come back with text.
+    """
     from pyspark.sql.functions import arrow_udf  # Spark only where Spark is used
+    from pyspark.sql.pandas.types import from_arrow_type
 
-    hidden = tuple(hidden)
-
-    @arrow_udf(SCORE_TYPE)
-    def score_udf(batches: Iterator[tuple[pa.Array, pa.Array, pa.Array, pa.Array]]) -> Iterator[pa.Array]:
-        scorer = cached_scorer(version, weights, width, id_mode, hidden, torch_threads)
-        for prefix, proto, orig_bytes, prefix_len in batches:
-            loss, reason = scorer.score(prefix, proto, orig_bytes, prefix_len)
-            yield pa.StructArray.from_arrays([pa.array(loss), pa.array(reason.astype(np.int8))],
-                                             names=["loss", "reason"])
-
-    @arrow_udf(EXPLAIN_TYPE)
-    def explain_udf(batches: Iterator[tuple[pa.Array, pa.Array, pa.Array]]) -> Iterator[pa.Array]:
-        scorer = cached_scorer(version, weights, width, id_mode, hidden, torch_threads)
+    @arrow_udf(from_arrow_type(DETECTION))
+    def detect_udf(batches: Iterator[tuple[pa.Array, pa.Array, pa.Array]]) -> Iterator[pa.Array]:
+        scorer = cached_scorer(art, torch_threads)
         for prefix, proto, orig_bytes in batches:
-            yield scorer.explain(prefix, proto, orig_bytes, top_bytes)
+            yield scorer.detect(prefix, proto, orig_bytes, top_bytes)
 
-    # Spark must not duplicate or reorder these around the filter on their output: run each once.
-    return score_udf.asNondeterministic(), explain_udf.asNondeterministic()
+    # Spark must not duplicate or reorder it around the filter on its output: run it once per row.
+    return detect_udf.asNondeterministic()
+
+
+SCORES = pa.struct([("loss", pa.float64()), ("reason", pa.int8()), ("qname_loss", pa.float64()),
+                    ("detector", pa.int8())])
+
+
+def make_score_udf(art: ModelArtifact, torch_threads: int):
+    """An arrow UDF (prefix, proto, orig_bytes) -> SCORES for every flow: what `evaluate` needs to
+    draw ROC curves. It runs the same ``Scorer.score`` as the detection UDF, so verdicts agree."""
+    from pyspark.sql.functions import arrow_udf
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    @arrow_udf(from_arrow_type(SCORES))
+    def score_udf(batches: Iterator[tuple[pa.Array, pa.Array, pa.Array]]) -> Iterator[pa.Array]:
+        scorer = cached_scorer(art, torch_threads)
+        for prefix, proto, orig_bytes in batches:
+            v = scorer.score(prefix, proto, orig_bytes)
+            yield pa.StructArray.from_arrays(
+                [pa.array(v.loss), pa.array(v.reason.astype(np.int8)), pa.array(v.qloss, mask=np.isnan(v.qloss)),
+                 pa.array(v.detector)], fields=list(SCORES))
+
+    return score_udf.asNondeterministic()
