@@ -29,9 +29,11 @@ run: check-java $(BIN)/.installed
 	$(BIN)/portprint train --flows $(DEMO)/flows --model $(DEMO)/model --end $$($(BIN)/python -c "import datetime as d; print(d.date(2026,11,1)+d.timedelta(days=$(DAYS)-2))")
 	$(BIN)/portprint score --flows $(DEMO)/flows --model $(DEMO)/model --warehouse $(DEMO)/warehouse
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse --limit 15 \
-	  "SELECT date, detector, header_reason, round(score, 1) AS score, proto, dst_port, prefix_text, failed_fields FROM anomalies ORDER BY score DESC"
+	  "SELECT date, detector, header_reason, round(score, 1) AS score, round(qname_score, 1) AS qscore, proto, dst_port, prefix_text, failed_fields FROM anomalies ORDER BY greatest(score, coalesce(qname_score, 0)) DESC"
+	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse --limit 8 \
+	  "SELECT date, src_ip, round(qname_score, 1) AS qscore, qtype, substr(qname, 1, 60) AS qname, failed_fields FROM anomalies WHERE detector = 'qname-model' ORDER BY qname_score DESC"
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse \
-	  "SELECT date, flows_read, flows_scored, anomalies, model_flagged, rule_flagged, writer, round(seconds, 1) AS seconds FROM runs ORDER BY date"
+	  "SELECT date, flows_read, flows_scored, anomalies, rule_flagged, model_flagged, qname_flagged, writer, round(seconds, 1) AS seconds FROM runs ORDER BY date"
 	@echo "Tables (Delta): $(DEMO)/warehouse/anomalies and $(DEMO)/warehouse/runs; model card: $(DEMO)/model/MODEL_CARD.md"
 
 test: check-java $(BIN)/.installed

@@ -126,6 +126,12 @@ def benign_names(n: int = 4000, seed: int = 53) -> list[tuple[str, str]]:
         lambda: (f"{''.join(rng.choice(list(b32hex), 32))}.{_domain(rng)}", "NSEC3"),
         lambda: (".".join(str(rng.choice(_WORDS)) for _ in range(int(rng.integers(6, 30)))) + "." + _domain(rng),
                  str(rng.choice(["A", "AAAA", "CNAME"]))),
+        # Hyphenated compounds, as cloud load balancers, CDNs and internal naming schemes build them
+        # (my-app-prod-eu-west-1-1234567890.elb.amazonaws.com): long labels made of words.
+        lambda: (".".join("-".join(str(rng.choice(_WORDS)) for _ in range(int(rng.integers(2, 7))))
+                          + (f"-{rng.integers(1, 10**int(rng.integers(1, 11)))}" if rng.random() < 0.3 else "")
+                          for _ in range(int(rng.integers(1, 4)))) + "." + _domain(rng),
+                 str(rng.choice(["A", "AAAA", "CNAME", "HTTPS"]))),
         lambda: (f"ec2-{'-'.join(str(x) for x in rng.integers(1, 255, 4))}.{rng.choice(_WORDS)}-"
                  f"{rng.integers(1, 4)}.compute.amazonaws.com", "A"),
         lambda: (str(rng.choice([".", "com", "net", "org", "a.b", "x.io", "t.co", _domain(rng)])),

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import collections
+import csv
+import hashlib
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
@@ -20,6 +25,9 @@ from portprint.udfs.header_rule import REASONS, reasons_from_arrow
 
 CORPUS = os.path.join(os.path.dirname(__file__), "data", "corpus")
 LABELS = os.path.join(CORPUS, "labels.csv")
+# Measured on this corpus (README, "What it catches, measured"); the issue's goals are 0.9 and 0.001.
+TUNNEL_RECALL_FLOOR = 0.7
+DNS_FPR_CEILING = 0.015
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +47,9 @@ def flows(archive):
     return table, np.array([label_of[f] for f in table["flow_id"].to_pylist()]), reasons
 
 
-def test_rule_passes_every_genuine_dns_flow_from_five_servers_and_six_clients(flows):
+def test_rule_passes_every_genuine_dns_flow_from_real_servers_and_clients(flows):
     _table, labels, reasons = flows
-    assert (labels == "dns").sum() >= 300
+    assert (labels == "dns").sum() >= 5000
     assert [REASONS[r] for r in reasons[labels == "dns"]] == ["ok"] * int((labels == "dns").sum())
 
 
@@ -75,26 +83,60 @@ def test_every_non_dns_protocol_fails_the_rule_and_tunnels_pass_it(flows):
     assert (reasons[labels == "dns-tunnel"] == 0).all()
 
 
+def _train_half(row: dict) -> bool:
+    """Train narrow: half of the ordinary genuine DNS (by a hash of the flow id), nothing else."""
+    return (row["label"] == "dns" and row["category"] == "ordinary"
+            and int(hashlib.sha256(row["flow_id"].encode()).hexdigest(), 16) % 2 == 0)
+
+
+@pytest.fixture(scope="module")
+def narrow(archive, tmp_path_factory):
+    """(training archive, labels of every other flow): test wide on what training never saw."""
+    with open(LABELS, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    train_ids = sorted(r["flow_id"] for r in rows if _train_half(r))
+    out = tmp_path_factory.mktemp("narrow")
+    table = ds.dataset(archive, format="parquet", partitioning="hive").to_table()
+    picked = table.filter(pc.is_in(table["flow_id"], pa.array(train_ids)))
+    for d in sorted(set(picked["date"].to_pylist())):
+        part = out / "train" / f"date={d}"
+        part.mkdir(parents=True)
+        pq.write_table(picked.filter(pc.equal(picked["date"], d)).drop(["date"]), part / "part-0.parquet")
+    test_labels = out / "test_labels.csv"
+    with open(test_labels, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(r for r in rows if not _train_half(r))
+    return str(out / "train"), str(test_labels)
+
+
 @pytest.mark.slow
-def test_model_trained_on_the_corpus_flags_its_protocols_and_passes_its_dns(spark, archive, tmp_path):
-    # 305 DNS flows: hold out 40% so the threshold is set on more than a hundred of them.
-    cfg = load_config("local", overrides={"spark": {"master": "local[2]"},
-                                          "model": {"calibration_fraction": 0.4, "epochs": 15}})
+def test_train_narrow_test_wide_on_real_software(spark, archive, narrow, tmp_path):
+    train_archive, test_labels = narrow
+    cfg = load_config("local", overrides={"spark": {"master": "local[2]"}, "model": {"calibration_fraction": 0.4}})
     model = str(tmp_path / "model")
-    run_train(spark, cfg, archive, model, log=lambda m: None)
-    ev = run_evaluate(spark, cfg, archive, LABELS, model, out=str(tmp_path / "eval"), log=lambda m: None)
+    run_train(spark, cfg, train_archive, model, log=lambda m: None)
+    ev = run_evaluate(spark, cfg, archive, test_labels, model, out=str(tmp_path / "eval"), log=lambda m: None)
     dns = ev["per_label"]["dns"]
-    assert dns["flagged"] <= 1, dns  # at most one of ~300: the calibrated rate, with a small-sample margin
+    assert dns["flows"] >= 3000  # enough genuine DNS never seen in training to measure a rate near 0.1%
+    assert ev["hard_benign"]["flows"] >= 500 and ev["tunnel"]["flows"] >= 300
+    # Every non-DNS protocol is caught (the rule carries this); none of them below 98%.
     assert all(rate == 1.0 for rate in ev["recall_per_protocol"].values()), ev["recall_per_protocol"]
     assert len(ev["recall_per_protocol"]) >= 8
-    assert "dns-tunnel" in ev["per_label"] and "dns-tunnel" not in ev["recall_per_protocol"]
+    # Measured levels, so a regression fails here (README: the issue's goals and where they are not met).
+    assert ev["tunnel"]["recall"] >= TUNNEL_RECALL_FLOOR, ev["tunnel"]
+    assert ev["fpr"] <= DNS_FPR_CEILING, dns
+    assert ev["detectors"]["qname-model"]["tunnel_recall"] == ev["tunnel"]["recall"]  # only it sees tunnels
+    assert "dns-tunnel" not in ev["recall_per_protocol"]
     for name in ("evaluation.json", "evaluation.md", "roc.png", "loss_by_label.png"):
         assert os.path.getsize(tmp_path / "eval" / name) > 0
 
     # evaluate and score agree, flow for flow, on what is flagged.
-    scored, art = score_labelled(spark, cfg, archive, read_labels(LABELS), model, None, None)
-    flagged_by_evaluate = set(scored.flow_id[(scored.loss > art.meta.threshold) | scored.rule].tolist())
+    scored, art = score_labelled(spark, cfg, archive, read_labels(test_labels), model, None, None)
+    qth = art.meta.qname["threshold"]
+    flagged = (scored.loss > art.meta.threshold) | scored.rule | (np.nan_to_num(scored.qloss, nan=0) > qth)
     run_score(spark, cfg, archive, model, str(tmp_path / "wh"), log=lambda m: None)
     anomalies = DeltaTable(str(tmp_path / "wh" / "anomalies")).to_pyarrow_table()
-    assert set(anomalies["flow_id"].to_pylist()) == flagged_by_evaluate
-    assert metrics(scored, art.meta.threshold)["fpr"] == ev["fpr"]
+    in_test = set(scored.flow_id.tolist())
+    assert {f for f in anomalies["flow_id"].to_pylist() if f in in_test} == set(scored.flow_id[flagged].tolist())
+    assert metrics(scored, art.meta.threshold, qth)["fpr"] == ev["fpr"]

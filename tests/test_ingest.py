@@ -403,18 +403,18 @@ def test_unsupported_link_type_is_named(tmp_path: Path) -> None:
 
 
 def test_corpus_tunnels_look_like_dns_queries(corpus_flows: dict[str, list[dict]]) -> None:
-    # iodine and dns2tcp speak well-formed DNS: a query header with one question, then a long QNAME.
+    # iodine, dns2tcp and a dig exfiltration loop speak well-formed DNS: a query header with one question.
     labels = {(r["file"], r["flow_id"]): r for r in _labels()}
-    tunnels = [f for n, fl in corpus_flows.items() for f in fl if labels[(n, f["flow_id"])]["label"] == "dns-tunnel"]
-    assert {labels[(n, f["flow_id"])]["tool"] for n, fl in corpus_flows.items() for f in fl if f in tunnels} == {
-        "iodine",
-        "dns2tcp",
-    }
-    for f in tunnels:
+    tunnels = [(n, f) for n, fl in corpus_flows.items() for f in fl
+               if labels[(n, f["flow_id"])]["label"] == "dns-tunnel"]
+    assert {"iodine", "dns2tcp"} <= {labels[(n, f["flow_id"])]["tool"] for n, f in tunnels}
+    assert len(tunnels) >= 300
+    for name, f in tunnels:
         p = f["orig_payload_prefix"]
         flags, qdcount = struct.unpack(">HH", p[2:6])
         assert flags & 0x8000 == 0 and (flags >> 11) & 0xF == 0 and qdcount == 1
-        assert f["orig_pkts"] > 5 and f["resp_pkts"] > 0
+        if not name.startswith("net-"):  # the first captures: one client socket per tunnel session
+            assert f["orig_pkts"] > 5 and f["resp_pkts"] > 0
 
 
 def test_streamed_row_groups_and_failed_rerun_leaves_archive_as_it_was(

@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 from portprint.models.calibration import calibrate, pot_threshold
 from portprint.udfs.features import TCP, UDP, binary_buffers
 from portprint.udfs.qname import (
+    _COMMON_PAIRS as COMMON_PAIRS,
+)
+from portprint.udfs.qname import (
     BIN_EDGES,
     N_QNAME_INPUTS,
     QNAME_FEATURES,
@@ -97,6 +100,9 @@ def reference(prefix: bytes | None, proto: int) -> dict[str, float]:
             run = run + 1 if cls(b) == "letters" and chr(b).lower() not in "aeiouy" else 0
             best = max(best, run)
     out["consonant_run"] = min(best, 16) / 16
+    common = set(COMMON_PAIRS)
+    pairs = [(lab[k - 1 : k + 1]).decode("latin-1").lower() for lab in labels for k in range(1, len(lab))]
+    out["common_pairs"] = sum(p in common for p in pairs) / len(pairs) if pairs else 0.0
     if complete and pos + 2 <= len(body):
         qtype = struct.unpack("!H", body[pos : pos + 2])[0]
         out[QTYPE_COLUMN.get(qtype, "qtype_other")] = 1.0

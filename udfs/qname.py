@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from portprint.udfs.features import TCP, _is_valid, _message_start, binary_buffers
 
-QNAME_VERSION = "qname-v1"
+QNAME_VERSION = "qname-v2"
 HEADER_LEN = 12
 MAX_LABEL = 63  # RFC 1035 2.3.4: longer "lengths" are compression pointers or reserved label types
 # Record types by the role they play on a site; the rest (NULL, PRIVATE, ANY, ...) share one column.
@@ -45,6 +45,7 @@ QNAME_FEATURES = (
     "vowel_share",      # vowels among letters: words have ~40%, random base32 ~19%
     "consonant_run",    # longest run of consonants, /16 (capped)
     "hex_longest",      # the longest label (>= 8 chars) is hex digits only
+    "common_pairs",     # share of adjacent letter pairs that are frequent in English (words, not encodings)
     "qtype_hidden",     # the record type is past the end of the prefix
     *[f"qtype_{g}" for g, _ in QTYPE_GROUPS],
     "qtype_other",
@@ -69,6 +70,7 @@ BIN_EDGES: dict[str, tuple[float, ...]] = {
     "letter_digit_switches": (0.001, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
     "vowel_share": (0.001, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
     "consonant_run": tuple(k / 16 for k in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)),
+    "common_pairs": _SHARE,
 }
 
 _GROUP_OF = np.full(65536, len(QTYPE_GROUPS), dtype=np.int8)
@@ -91,6 +93,21 @@ _FOLD[ord("A") : ord("Z") + 1] += 32
 _VOWEL = np.zeros(256, dtype=np.bool_)
 for _c in "aeiouyAEIOUY":
     _VOWEL[ord(_c)] = True
+# 147 of the most frequent letter pairs of English (after Norvig's Google Books counts, "English Letter Frequency
+# Counts: Mayzner Revisited"). Names built from words are mostly made of them; base32, base64 and hex
+# data rarely are (a random letter pair is in this set with probability 147/676).
+_COMMON_PAIRS = tuple(" ".join((
+    "th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou io le ve co me de hi",
+    "ri ro ic ne ea ra ce li ch ll be ma si om ur ca el ta la ns di fo ho pe ec pr no ct us ac ot il tr ly nc",
+    "et ut ss so rs un lo wa ge ie wh ee wi em ad ol rt po we na ul ni ts mo ow pa im mi ai sh ir su id os iv",
+    "ia am fi ci vi pl ig tu ev ld ry mp fe bl ab gh ty op wo sa ay ex ke fr oo av ag if ap gr od bo sp rd do",
+    "uc bu ei ov by rm ep",
+)).split())
+_PAIR = np.zeros((256, 256), dtype=np.bool_)
+for _p in _COMMON_PAIRS:
+    for _a in (_p[0], _p[0].upper()):
+        for _b in (_p[1], _p[1].upper()):
+            _PAIR[ord(_a), ord(_b)] = True
 _HEX = np.zeros(256, dtype=np.bool_)
 for _c in "0123456789abcdefABCDEF":
     _HEX[ord(_c)] = True
@@ -118,7 +135,7 @@ def _entropy_and_clear(counts: np.ndarray, symbols: np.ndarray, n_symbols: int, 
 def _row_features(data: np.ndarray, q: int, stop: int, out: np.ndarray, cls: np.ndarray, fold: np.ndarray,
                   vowel: np.ndarray, hexd: np.ndarray, group_of: np.ndarray, first_qtype_col: int,
                   counts: np.ndarray, label_counts: np.ndarray, symbols: np.ndarray,
-                  label_symbols: np.ndarray) -> None:
+                  label_symbols: np.ndarray, pair: np.ndarray) -> None:
     """Fill one row of question features from data[q:stop] (the bytes after the DNS header)."""
     out[:] = 0.0
     if q >= stop:
@@ -144,6 +161,8 @@ def _row_features(data: np.ndarray, q: int, stop: int, out: np.ndarray, cls: np.
     best_entropy = 0.0
     best_len = -1
     best_hex = False
+    pairs = 0
+    common = 0
     while pos < stop:
         length = np.int64(data[pos])
         if length == 0:
@@ -163,6 +182,10 @@ def _row_features(data: np.ndarray, q: int, stop: int, out: np.ndarray, cls: np.
         all_hex = True
         for k in range(begin, end):
             b = data[k]
+            if k > begin:
+                pairs += 1
+                if pair[data[k - 1], b]:
+                    common += 1
             c = cls[b]
             cls_n[c] += 1
             f = fold[b]
@@ -222,6 +245,7 @@ def _row_features(data: np.ndarray, q: int, stop: int, out: np.ndarray, cls: np.
     out[17] = vowels / letters if letters > 0 else 0.0
     out[18] = min(max_run, 16) / 16.0
     out[19] = 1.0 if best_hex else 0.0
+    out[20] = common / pairs if pairs > 0 else 0.0
     if complete and pos + 2 <= stop:
         qtype = (np.int64(data[pos]) << 8) | np.int64(data[pos + 1])
         out[first_qtype_col + group_of[qtype]] = 1.0
@@ -232,7 +256,8 @@ def _row_features(data: np.ndarray, q: int, stop: int, out: np.ndarray, cls: np.
 @nb.njit(cache=True, nogil=True)
 def _question_features(offsets: np.ndarray, data: np.ndarray, validity: np.ndarray, bit_offset: int,
                        proto: np.ndarray, n_features: int, cls: np.ndarray, fold: np.ndarray, vowel: np.ndarray,
-                       hexd: np.ndarray, group_of: np.ndarray, first_qtype_col: int, rows: np.ndarray) -> np.ndarray:
+                       hexd: np.ndarray, group_of: np.ndarray, first_qtype_col: int, rows: np.ndarray,
+                       pair: np.ndarray) -> np.ndarray:
     out = np.zeros((rows.shape[0], n_features), dtype=np.float32)
     counts = np.zeros(256, dtype=np.int64)
     label_counts = np.zeros(256, dtype=np.int64)
@@ -243,7 +268,7 @@ def _question_features(offsets: np.ndarray, data: np.ndarray, validity: np.ndarr
         start = offsets[i]
         stop = offsets[i + 1] if _is_valid(validity, bit_offset, i) else start
         _row_features(data, _question_start(start, proto[i]), stop, out[r], cls, fold, vowel, hexd, group_of,
-                      first_qtype_col, counts, label_counts, symbols, label_symbols)
+                      first_qtype_col, counts, label_counts, symbols, label_symbols, pair)
     return out
 
 
@@ -254,7 +279,7 @@ def question_features(offsets: np.ndarray, data: np.ndarray, validity: np.ndarra
     if rows is None:
         rows = np.arange(offsets.shape[0] - 1, dtype=np.int64)
     return _question_features(offsets, data, validity, bit_offset, proto, N_QNAME_FEATURES, _CLASS, _FOLD,
-                              _VOWEL, _HEX, _GROUP_OF, _FIRST_QTYPE_COL, np.ascontiguousarray(rows, np.int64))
+                              _VOWEL, _HEX, _GROUP_OF, _FIRST_QTYPE_COL, np.ascontiguousarray(rows, np.int64), _PAIR)
 
 
 @nb.njit(cache=True, nogil=True)

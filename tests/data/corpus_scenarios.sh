@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs INSIDE the ppcorpus namespace (called by make_corpus.sh). Each scenario writes one capture of
-# port-53 traffic and appends rules "file,initiator_ip,label,tool,server" to manifest.csv; the
-# initiator address tells which client ran (each DNS client gets its own 127.0.0.x source).
+# port-53 traffic and appends rules "file,initiator_ip,label,tool,server[,category,responder_ip,qname]"
+# to manifest.csv (see label_corpus.py); the initiator address tells which client ran (each DNS client
+# gets its own 127.0.0.x source).
 set -uo pipefail
 : "${PY:?}" "${OUT:?}" "${WORK:?}" "${HERE:?}"
 cd "$WORK"
@@ -9,7 +10,7 @@ ip addr add 127.0.0.2/8 dev lo 2>/dev/null || true  # nsd (secondary) lives here
 DIG=127.0.0.11 KDIG=127.0.0.12 DRILL=127.0.0.13 DNSPY=127.0.0.14 NSUPD=127.0.0.15
 
 source "$HERE/corpus_lib.sh"
-echo "file,initiator_ip,label,tool,server" > "$MAN"
+echo "file,initiator_ip,label,tool,server,category,responder_ip,qname" > "$MAN"
 
 # ---------------------------------------------------------------- the zone every DNS server serves
 cat > "$WORK/corpus.test.zone" <<'ZONE'
