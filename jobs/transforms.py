@@ -6,6 +6,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from portprint.jobs.config import Columns, ScopeConf
+from portprint.udfs.scoring import DETECTION
 
 CANONICAL = ("flow_id", "ts", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "orig_payload_prefix",
              "orig_bytes", "date")
@@ -77,10 +78,7 @@ def score_flows(df: DataFrame, detect_udf, *, threshold: float, qname_threshold:
     """
     hits = df.withColumn("_d", detect_udf(*_udf_args())).where(F.col("_d").isNotNull())
     qth = F.lit(float(qname_threshold)) if qname_threshold is not None else F.lit(None).cast("double")
-    d = {c: F.col(f"_d.{c}") for c in ("detector", "header_verdict", "header_reason", "loss", "qname_loss",
-                                        "prefix_hex", "prefix_text", "dns_id", "qr", "opcode", "rcode", "qdcount",
-                                        "ancount", "tcp_len", "failed_bytes", "failed_fields", "qname",
-                                        "qname_complete", "qtype")}
+    d = {f.name: F.col(f"_d.{f.name}") for f in DETECTION}
     return hits.select(
         "flow_id", "ts", "date", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "matched_side",
         d["detector"].alias("detector"), d["header_verdict"].alias("header_verdict"),

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import torch
 from dns import rdatatype
 
+from portprint.jobs.tables import ANOMALIES
 from portprint.models.artifact import ModelArtifact
 from portprint.models.autoencoder import feature_weights, model_from_bytes, reconstruction_loss, squared_errors
 from portprint.udfs.features import (
@@ -52,28 +53,12 @@ def field_of_byte(offset: int) -> str:
 
 
 DETECTORS = ("", "header-rule", "header-model", "qname-model")  # index = detector code; 0 = not flagged
-# What the one UDF returns per flow: null when no detector fired, else the verdict and its explanation.
-DETECTION = pa.struct([
-    ("detector", pa.string()),
-    ("header_verdict", pa.string()),
-    ("header_reason", pa.string()),
-    ("loss", pa.float64()),
-    ("qname_loss", pa.float64()),
-    ("prefix_hex", pa.string()),
-    ("prefix_text", pa.string()),
-    ("dns_id", pa.int32()),
-    ("qr", pa.int32()),
-    ("opcode", pa.int32()),
-    ("rcode", pa.int32()),
-    ("qdcount", pa.int32()),
-    ("ancount", pa.int32()),
-    ("tcp_len", pa.int32()),
-    ("failed_bytes", pa.list_(pa.int32())),
-    ("failed_fields", pa.string()),
-    ("qname", pa.string()),
-    ("qname_complete", pa.bool_()),
-    ("qtype", pa.string()),
-])
+# What the one UDF returns per flow: null when no detector fired, else the verdict and its explanation,
+# typed as the same columns of `anomalies` (defined once, in jobs/tables.py).
+DETECTION = pa.struct([ANOMALIES.field(name) for name in (
+    "detector", "header_verdict", "header_reason", "loss", "qname_loss", "prefix_hex", "prefix_text", "dns_id",
+    "qr", "opcode", "rcode", "qdcount", "ancount", "tcp_len", "failed_bytes", "failed_fields", "qname",
+    "qname_complete", "qtype")])
 
 
 @dataclass(frozen=True)
