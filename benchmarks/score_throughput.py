@@ -324,7 +324,7 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
 
     from portprint.jobs.archive import plan_archive
     from portprint.jobs.score import load_model
-    from portprint.udfs.scoring import Scorer
+    from portprint.udfs.scoring import Scorer, anomaly_table
 
     if cfg.archive.prefix_encoding != "binary":
         raise SystemExit("the plain pass reads binary prefixes only")
@@ -363,7 +363,8 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
             mask = found.is_valid()
             if found.null_count < len(found):
                 rows = pa.Table.from_batches([batch]).filter(mask)
-                flagged.append(_anomaly_rows(rows, found.filter(mask), meta, cfg))
+                flagged.append(anomaly_table(rows, found.filter(mask), meta, cfg.scope.ports, "plain",
+                                             time.time_ns() // 1000))
         out = pa.concat_tables(flagged) if flagged else None
         if out is not None:
             pq.write_table(out, out_file)
@@ -371,33 +372,6 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
     return {"seconds": seconds, "flows_scored": scored, "anomalies": 0 if out is None else out.num_rows,
             "cpu_s": cpu.own_s, "foreign_cpu_share": cpu.foreign_share, "peak_rss_self": _own_peak_rss(),
             "torch_threads": torch.get_num_threads()}
-
-
-def _anomaly_rows(rows: Any, found: Any, meta: Any, cfg: Any) -> Any:
-    """The flagged rows as the Spark job writes them: the ``anomalies`` table's columns and types."""
-    import pyarrow.compute as pc
-
-    from portprint.jobs.tables import ANOMALIES
-
-    n = rows.num_rows
-    responder = np.isin(rows.column("dst_port").to_numpy(), list(cfg.scope.ports))
-    qth = meta.qname.get("threshold") if meta.qname else None
-    cols = {name: rows.column(name) for name in ("flow_id", "ts", "date", "src_ip", "src_port", "dst_ip", "dst_port",
-                                                 "proto")}
-    cols |= {f.name: found.field(f.name) for f in found.type}
-    cols |= {
-        "matched_side": np.where(responder, "responder", "initiator"),
-        "threshold": np.full(n, meta.threshold),
-        "score": pc.divide(found.field("loss"), meta.threshold),
-        "qname_threshold": pa.array([qth] * n, pa.float64()),
-        "qname_score": pc.divide(found.field("qname_loss"), qth) if qth else pa.nulls(n, pa.float64()),
-        "prefix_len": pc.binary_length(rows.column("orig_payload_prefix")),
-        "model_version": [meta.model_version] * n,
-        "run_id": ["plain"] * n,
-        "scored_at": pa.array(np.full(n, np.datetime64(time.time_ns() // 1000, "us"))),
-    }
-    return pa.table({f.name: pa.array(cols[f.name]).cast(f.type) if not isinstance(cols[f.name], pa.ChunkedArray)
-                     else cols[f.name].cast(f.type) for f in ANOMALIES}, schema=ANOMALIES)
 
 
 def _own_peak_rss() -> int:

@@ -38,6 +38,7 @@ class ArchivePlan:
     files: dict[str, list[str]] = field(default_factory=dict)  # date -> files (local archives only)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     rows: dict[str, int] | None = None  # date -> rows in its files, from the footers (local archives only)
+    row_groups: dict[str, int] = field(default_factory=dict)  # file -> Parquet row groups (local archives)
 
     def all_files(self) -> list[str]:
         return [f for d in self.dates for f in self.files.get(d, [])]
@@ -45,7 +46,8 @@ class ArchivePlan:
     def subset(self, dates: list[str]) -> ArchivePlan:
         """The same plan restricted to some of its dates (a chunk of a backfill)."""
         rows = None if self.rows is None else {d: self.rows.get(d, 0) for d in dates}
-        return ArchivePlan(self.root, list(dates), {d: self.files.get(d, []) for d in dates}, [], rows)
+        return ArchivePlan(self.root, list(dates), {d: self.files.get(d, []) for d in dates}, [], rows,
+                           self.row_groups)
 
     def snapshot(self, date: str) -> str:
         """A fingerprint of what a date holds now (files, sizes, modification times).
@@ -53,7 +55,7 @@ class ArchivePlan:
         A date written late, or rewritten, gets a new fingerprint, so `score --new-only` scores it
         again. Remote archives have none (""): there only the absence of a successful run counts.
         """
-        if _is_remote(self.root):
+        if is_remote(self.root):
             return ""
         h = hashlib.sha256()
         for f in self.files.get(date, []):
@@ -62,7 +64,7 @@ class ArchivePlan:
         return h.hexdigest()[:16]
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file:")
 
 
@@ -118,7 +120,7 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
     end = parse_date(end, "--end") if end else None
     if start and end and start > end:
         raise ArchiveError(f"--start {start} is after --end {end}")
-    if _is_remote(root):
+    if is_remote(root):
         if dates is None:
             raise ArchiveError(f"{root} is a remote path: pass --start and --end so the dates are known")
         return ArchivePlan(root, dates)
@@ -164,6 +166,7 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
                 files.append(path)
                 # The footer's row count is exact: flows_read needs no pass over the rows.
                 plan.rows[d] = plan.rows.get(d, 0) + footer.num_rows
+                plan.row_groups[path] = footer.num_row_groups
         plan.files[d] = sorted(files)
     for path, why in plan.skipped_files:
         print(f"portprint: left out {path}: {why}", file=sys.stderr)
@@ -175,7 +178,7 @@ def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataF
     needed = [cols.flow_id, cols.ts, cols.src_ip, cols.dst_ip, cols.src_port, cols.dst_port, cols.proto,
               cols.orig_payload_prefix, cols.orig_bytes]
     reader = spark.read.option("basePath", plan.root)
-    if _is_remote(plan.root):
+    if is_remote(plan.root):
         paths = [f"{plan.root.rstrip('/')}/{cols.date}={d}" for d in plan.dates]
     else:
         paths = plan.all_files()

@@ -23,6 +23,7 @@ class SparkConf:
     max_partition_bytes: str = "128m"
     arrow_batch_rows: int = 65536
     torch_threads_per_task: int = 1
+    python_reader: bool = True
     driver_memory: str = "2g"
     log_level: str = "FATAL"
 

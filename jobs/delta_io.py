@@ -97,13 +97,15 @@ def replace_dates(spark: SparkSession, staged: str, table: str, schema: pa.Schem
     from deltalake import write_deltalake
 
     # Stream the staged files batch by batch: the driver never holds more than one batch.
-    dataset = ds.dataset(_local(staged), format="parquet") if _has_parquet(staged) else None
-    batches = (b.cast(schema) for b in dataset.to_batches(batch_size=batch_rows)) if dataset else iter(())
+    dataset = ds.dataset(_local(staged), format="parquet") if has_parquet(staged) else None
+    # Only the table's columns: staging may carry bookkeeping columns beside them.
+    batches = ((b.select(schema.names).cast(schema) for b in dataset.to_batches(batch_size=batch_rows))
+               if dataset else iter(()))
     reader = pa.RecordBatchReader.from_batches(schema, batches)
     write_deltalake(table, reader, mode="overwrite", predicate=date_predicate(dates), partition_by=["date"])
 
 
-def _has_parquet(path: str) -> bool:
+def has_parquet(path: str) -> bool:
     root = _local(path)
     return os.path.isdir(root) and any(f.endswith(".parquet") for f in os.listdir(root))
 

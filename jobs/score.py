@@ -16,7 +16,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from portprint.jobs import delta_io
+from portprint.jobs import delta_io, row_groups
 from portprint.jobs.archive import ArchiveError, ArchivePlan, plan_archive, read_archive
 from portprint.jobs.config import Config
 from portprint.jobs.patterns import update_patterns
@@ -162,36 +162,62 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
                  writer: str, warehouse: str, run_id: str, started: dt.datetime) -> list[dict]:
     """Score one chunk of dates and commit it; return its per-date counts."""
     meta, cols = art.meta, cfg.archive.columns
-    staged = os.path.join(warehouse, "_staging", f"{run_id}-{plan.dates[0]}")
+    staged = staged_root = os.path.join(warehouse, "_staging", f"{run_id}-{plan.dates[0]}")
     read_obs, scope_obs = Observation("read"), Observation("scope")
-    raw = read_archive(spark, plan, cols)
-    read_counts, scope_counts, found = {}, {}, {}
-    if raw is not None:
-        detect_udf = make_detect_udf(art, cfg.spark.torch_threads_per_task, cfg.output.top_bytes)
-        flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
-        if plan.rows is None:  # remote archive: count while scanning (an observation costs ~10% of the job)
-            flows_df = flows_df.observe(read_obs, *_per_date_counts(plan.dates, "n"))
-        scoped = in_scope(flows_df, cfg.scope)
-        scoped = scoped.observe(scope_obs, *_per_date_counts(plan.dates, "s"),
-                                *_per_date_counts(plan.dates, "k", ~has_payload()))
-        anomalies = score_flows(scoped.where(has_payload()), detect_udf, threshold=meta.threshold,
-                                qname_threshold=meta.qname.get("threshold") if art.has_qname else None,
-                                model_version=meta.model_version, run_id=run_id,
-                                scored_at=started.strftime("%Y-%m-%d %H:%M:%S.%f"))
-        # One action computes everything: the UDFs run once, and the counts come from the observations.
-        try:
-            anomalies.write.mode("overwrite").parquet(staged)
-        except Exception as exc:
-            raise _explain_spark_failure(exc, plan.root) from None
-        scope_counts = scope_obs.get
-        read_counts = (read_obs.get if plan.rows is None
-                       else {f"n{i}": plan.rows.get(d, 0) for i, d in enumerate(plan.dates)})
-        found = _staged_counts(spark, staged)
+    scored_at = started.strftime("%Y-%m-%d %H:%M:%S.%f")
+    read_counts = {f"n{i}": plan.rows.get(d, 0) for i, d in enumerate(plan.dates)} if plan.rows is not None else {}
+    scope_counts, found, wrote = {}, {}, False
+    if row_groups.usable(plan, cfg):
+        out = row_groups.detect_row_groups(spark, plan, cfg, art, run_id, row_groups.scored_at_micros(scored_at))
+        if out is not None:
+            raw_stage = os.path.join(staged_root, "all")
+            try:
+                out.write.mode("overwrite").partitionBy(row_groups.KIND).parquet(raw_stage)
+            except Exception as exc:
+                raise _explain_spark_failure(exc, plan.root) from None
+            counts = (spark.read.parquet(f"{raw_stage}/{row_groups.KIND}={row_groups.COUNTS}").groupBy("date")
+                      .agg(F.sum(row_groups.SCOPED).alias("s"), F.sum(row_groups.SKIPPED).alias("k"),
+                           F.sum(row_groups.FLAGGED).alias("f")).collect())
+            by_date = {r["date"]: r for r in counts}
+            for i, d in enumerate(plan.dates):
+                scope_counts[f"s{i}"] = by_date[d]["s"] if d in by_date else 0
+                scope_counts[f"k{i}"] = by_date[d]["k"] if d in by_date else 0
+            if sum(r["f"] or 0 for r in counts):
+                staged = f"{raw_stage}/{row_groups.KIND}={row_groups.ANOMALY}"
+                found = _staged_counts(spark, staged)
+                wrote = True
+            else:  # no anomaly rows, so no such partition: stage an empty table (the dates still get replaced)
+                staged = os.path.join(staged_root, "none")
+                spark.createDataFrame([], spark_schema(ANOMALIES)).write.mode("overwrite").parquet(staged)
+                wrote = True
+    else:
+        raw = read_archive(spark, plan, cols)
+        if raw is not None:
+            detect_udf = make_detect_udf(art, cfg.spark.torch_threads_per_task, cfg.output.top_bytes)
+            flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
+            if plan.rows is None:  # remote archive: count while scanning (an observation costs ~10% of the job)
+                flows_df = flows_df.observe(read_obs, *_per_date_counts(plan.dates, "n"))
+            scoped = in_scope(flows_df, cfg.scope)
+            scoped = scoped.observe(scope_obs, *_per_date_counts(plan.dates, "s"),
+                                    *_per_date_counts(plan.dates, "k", ~has_payload()))
+            anomalies = score_flows(scoped.where(has_payload()), detect_udf, threshold=meta.threshold,
+                                    qname_threshold=meta.qname.get("threshold") if art.has_qname else None,
+                                    model_version=meta.model_version, run_id=run_id, scored_at=scored_at)
+            # One action computes everything: the UDF runs once, and the counts come from the observations.
+            try:
+                anomalies.write.mode("overwrite").parquet(staged)
+            except Exception as exc:
+                raise _explain_spark_failure(exc, plan.root) from None
+            scope_counts = scope_obs.get
+            if plan.rows is None:
+                read_counts = read_obs.get
+            found = _staged_counts(spark, staged)
+            wrote = True
     delta_io.replace_dates(spark, staged, tables.anomalies, ANOMALIES, plan.dates, writer)
-    staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if raw is not None
+    staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if wrote
                  else spark.createDataFrame([], spark_schema(ANOMALIES)))
     update_patterns(spark, staged_df, plan.dates, warehouse, (tables.pattern_days, tables.patterns), writer)
-    delta_io.remove_folder(staged)
+    delta_io.remove_folder(staged_root)
     out = []
     for i, d in enumerate(plan.dates):
         n_scope, n_skip = int(scope_counts.get(f"s{i}") or 0), int(scope_counts.get(f"k{i}") or 0)
@@ -223,6 +249,10 @@ def _explain_spark_failure(exc: Exception, flows: str) -> Exception:
     """
     text = str(exc)
     m = re.search(r"FAILED_READ_FILE[^\n]*?reading file (\S+?)\.?(?:\s|$)", text)
+    ours = re.search(re.escape(row_groups.READ_FAILED) + r" (\S+) \(row group \d+\): ([^\n]+)", text)
+    if ours:
+        return ArchiveError(f"cannot read {ours.group(1)}: {ours.group(2)[:300]}. Nothing was written; move the "
+                            f"file out of {flows} (or restore it) and rerun the date")
     if not m:
         return exc
     reason = re.search(r"Caused by: ([^\n]+)", text)

@@ -21,7 +21,7 @@ import torch
 from dns import rdatatype
 
 from portprint.jobs.tables import ANOMALIES
-from portprint.models.artifact import ModelArtifact
+from portprint.models.artifact import ModelArtifact, ModelMeta
 from portprint.models.autoencoder import feature_weights, model_from_bytes, reconstruction_loss, squared_errors
 from portprint.udfs.features import (
     BinaryBuffers,
@@ -239,6 +239,30 @@ class Scorer:
             worst = sorted(per_feature.items(), key=lambda kv: -kv[1])[:top]
             out.append(",".join(k for k, e in worst if e > 0.05))
         return out
+
+
+def anomaly_table(rows: pa.Table, found: pa.StructArray, meta: ModelMeta, ports: tuple[int, ...], run_id: str,
+                  scored_at_us: int) -> pa.Table:
+    """The flagged rows as the `anomalies` table holds them, from their flow columns (flow_id, ts, date,
+    src_ip, src_port, dst_ip, dst_port, proto, orig_payload_prefix) and their DETECTION."""
+    n = rows.num_rows
+    qth = meta.qname.get("threshold") if meta.qname else None
+    cols: dict[str, pa.Array | pa.ChunkedArray | np.ndarray | list] = {
+        name: rows[name] for name in ("flow_id", "ts", "date", "src_ip", "src_port", "dst_ip", "dst_port", "proto")}
+    cols |= {f.name: found.field(f.name) for f in DETECTION}
+    cols |= {
+        "matched_side": np.where(np.isin(rows["dst_port"].to_numpy(), list(ports)), "responder", "initiator"),
+        "threshold": np.full(n, meta.threshold),
+        "score": pc.divide(found.field("loss"), meta.threshold),
+        "qname_threshold": pa.array([qth] * n, pa.float64()),
+        "qname_score": pc.divide(found.field("qname_loss"), qth) if qth else pa.nulls(n, pa.float64()),
+        "prefix_len": pc.binary_length(rows["orig_payload_prefix"]),
+        "model_version": [meta.model_version] * n,
+        "run_id": [run_id] * n,
+        "scored_at": pa.array(np.full(n, scored_at_us, dtype="datetime64[us]")),
+    }
+    return pa.table({f.name: (cols[f.name] if isinstance(cols[f.name], (pa.Array, pa.ChunkedArray))
+                              else pa.array(cols[f.name])).cast(f.type) for f in ANOMALIES}, schema=ANOMALIES)
 
 
 def printable(prefix: pa.Array) -> pa.Array:
