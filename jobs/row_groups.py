@@ -103,11 +103,3 @@ def detect_row_groups(spark: SparkSession, plan: ArchivePlan, cfg: Config, art: 
     # One Spark task per row group, whichever way the session builds a local relation's partitions.
     return df.repartition(len(tasks)).mapInArrow(_scan(art, cfg, run_id, scored_at_us), spark_schema(OUT))
 
-
-def scored_at_micros(text: str) -> int:
-    """'YYYY-MM-DD HH:MM:SS.ffffff' (UTC) as microseconds since the epoch, as the anomalies store it."""
-    import datetime as dt
-
-    t = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=dt.timezone.utc)
-    return int(t.timestamp()) * 1_000_000 + t.microsecond
-

@@ -168,7 +168,8 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     read_counts = {f"n{i}": plan.rows.get(d, 0) for i, d in enumerate(plan.dates)} if plan.rows is not None else {}
     scope_counts, found, wrote = {}, {}, False
     if row_groups.usable(plan, cfg):
-        out = row_groups.detect_row_groups(spark, plan, cfg, art, run_id, row_groups.scored_at_micros(scored_at))
+        out = row_groups.detect_row_groups(spark, plan, cfg, art, run_id,
+                                           int(started.timestamp()) * 1_000_000 + started.microsecond)
         if out is not None:
             raw_stage = os.path.join(staged_root, "all")
             try:

@@ -157,10 +157,11 @@ class Scorer:
             prefix = prefix.combine_chunks()
         v = self.score(prefix, proto, orig_bytes)
         hit = np.flatnonzero(v.detector > 0)
-        take = pa.array(np.where(v.detector > 0, np.cumsum(v.detector > 0) - 1, 0), pa.int64(),
-                        mask=v.detector == 0)
         if len(hit) == 0:
             return pa.nulls(len(v.detector), DETECTION)
+        # Each flow's row in the explained subset, null where nothing fired.
+        take = pa.array(np.where(v.detector > 0, np.cumsum(v.detector > 0) - 1, 0), pa.int64(),
+                        mask=v.detector == 0)
         idx = pa.array(hit)
         small = self.explain(prefix.take(idx), pc.take(proto, idx), pc.take(orig_bytes, idx), top,
                              Verdicts(v.loss[hit], v.reason[hit], v.qloss[hit], v.detector[hit]))
@@ -192,8 +193,9 @@ class Scorer:
                 fields.append(qworst[i])
             else:
                 fields.append(",".join(dict.fromkeys(field_of_byte(b) for b in keep)))
+        raws = prefix.to_pylist()
         names, complete, qtypes = [], [], []
-        for raw, proto_i in zip(prefix.to_pylist(), p.tolist(), strict=True):
+        for raw, proto_i in zip(raws, p.tolist(), strict=True):
             name, done, qtype = render_qname(raw, proto_i)
             names.append(name)
             complete.append(done if name is not None else None)
@@ -210,7 +212,7 @@ class Scorer:
             "header_reason": pa.array(np.asarray(REASONS, dtype=object)[v.reason], pa.string()),
             "loss": pa.array(v.loss, pa.float64()),
             "qname_loss": pa.array(v.qloss, pa.float64(), mask=np.isnan(v.qloss)),
-            "prefix_hex": pa.array([None if b is None else b.hex() for b in prefix.to_pylist()], pa.string()),
+            "prefix_hex": pa.array([None if b is None else b.hex() for b in raws], pa.string()),
             "prefix_text": printable(prefix),
             "dns_id": col(hdr[:, 0]),
             "qr": col(np.where(has_flags, flags >> 15, -1)),
