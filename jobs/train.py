@@ -20,6 +20,7 @@ from portprint.jobs.transforms import canonical, has_payload, in_scope
 from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
 from portprint.models.augment import augmented_features, benign_name_prefixes
 from portprint.models.autoencoder import (
+    PrefixAutoencoder,
     feature_weights,
     model_from_bytes,
     reconstruction_loss,
@@ -189,6 +190,22 @@ def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
 """
 
 
+LEGAL_MARGIN = 0.05  # the floor sits this far above the worst-reconstructed legal header
+
+
+def legal_floor(model: PrefixAutoencoder, weights: np.ndarray, width: int, mask_id: bool) -> tuple[float, str]:
+    """The header threshold's floor: just above the loss of every legal header in models/augment.py.
+
+    Those headers are DNS by RFC, so flagging one is a false positive by construction. A threshold read
+    off a site's held-out traffic sits in the tail of its own few header shapes, which can be below a
+    legal variant the small model reconstructs less well (an UPDATE, a TCP query with AD set).
+    """
+    loss = reconstruction_loss(model, augmented_features(width, mask_id), weights)
+    return float(loss.max()) * (1 + LEGAL_MARGIN), (
+        f"{LEGAL_MARGIN:.0%} above the worst-reconstructed of {len(loss)} legal DNS headers (RFC 1035/1996/2136/6891/"
+        "7873), so no header the RFCs allow is flagged by the model")
+
+
 def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, start: str | None = None,
               end: str | None = None, target_fpr: float | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> TrainReport:
@@ -232,7 +249,8 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     # Calibrate with the model exactly as the scorer will run it (rebuilt from its bytes, float64).
     scoring_model = model_from_bytes(blob, fit.shape[1], tuple(mc.hidden))
     cal_loss = reconstruction_loss(scoring_model, cal, weights)
-    th = calibrate(cal_loss, target, cfg.threshold.method)
+    floor, why = legal_floor(scoring_model, weights, fc.width, fc.id_mode == "mask") if mc.augment else (0.0, "")
+    th = calibrate(cal_loss, target, cfg.threshold.method, floor, why)
     qblob, qmeta, qcal, qth = train_qname(table["prefix"], proto, keep, cfg, target, log)
     meta = ModelMeta(
         feature_version=FEATURE_VERSION, width=fc.width, id_mode=fc.id_mode, hidden=list(mc.hidden),
@@ -263,7 +281,9 @@ def rethreshold(model_dir: str, target_fpr: float, method: str = "auto",
     if not os.path.isfile(path):
         raise TrainingError(f"{path} is missing: this model was trained without stored {block} calibration "
                             "losses; retrain")
-    th = calibrate(np.load(path), target_fpr, method)
+    old = art.meta.qname.get("threshold_info", {}) if block == "qname" else art.meta.threshold_info
+    # The floor was measured with this model at training time: it still holds for any new target.
+    th = calibrate(np.load(path), target_fpr, method, old.get("floor", 0.0), old.get("floor_reason", ""))
     new = art.with_threshold(th.value, th.as_dict(), block)
     header_th = Threshold(**new.meta.threshold_info)
     qname_th = Threshold(**new.meta.qname["threshold_info"]) if new.has_qname else None

@@ -24,6 +24,9 @@ class Threshold:
     lognormal: float
     lognormal_mu: float
     lognormal_sigma: float
+    # A lower bound the threshold never goes under, whatever the method says (0: none), and why.
+    floor: float = 0.0
+    floor_reason: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,9 +72,10 @@ def pot_threshold(losses: np.ndarray, target_fpr: float) -> float:
     return u + scale * math.log(tail / target_fpr) if target_fpr < tail else u
 
 
-def calibrate(losses: np.ndarray, target_fpr: float, method: str = "auto") -> Threshold:
+def calibrate(losses: np.ndarray, target_fpr: float, method: str = "auto", floor: float = 0.0,
+              floor_reason: str = "") -> Threshold:
     """Choose and explain a threshold. ``auto`` takes the empirical quantile when the held-out set
-    is large enough to observe the tail, else the log-normal fit."""
+    is large enough to observe the tail, else the log-normal fit. The result is never below ``floor``."""
     if len(losses) < 2:
         raise ValueError("calibration needs at least 2 held-out flows")
     emp = empirical_threshold(losses, target_fpr)
@@ -90,4 +94,7 @@ def calibrate(losses: np.ndarray, target_fpr: float, method: str = "auto") -> Th
         reason += f" (exponential tail above the {TAIL_QUANTILE:g} quantile)"
     if value is None:
         raise ValueError(f"unknown threshold method {method!r}: use auto, empirical, lognormal or pot")
-    return Threshold(value, method, target_fpr, len(losses), reason, emp, logn, mu, sigma)
+    if value < floor:
+        reason += f"; raised from {value:.6g} to the floor {floor:.6g}: {floor_reason}"
+        value = floor
+    return Threshold(value, method, target_fpr, len(losses), reason, emp, logn, mu, sigma, floor, floor_reason)

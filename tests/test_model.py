@@ -101,3 +101,48 @@ def test_auto_picks_lognormal_when_the_tail_is_unobservable():
     x = np.random.default_rng(0).lognormal(size=1000)
     assert calibrate(x, 1e-4).method == "lognormal"
     assert calibrate(np.random.default_rng(0).lognormal(size=400_000), 1e-4).method == "empirical"
+
+
+def _legal_wires() -> list[tuple[bytes, int]]:
+    """Legal DNS a narrow training window lacks, built by dnspython (not by models/augment.py)."""
+    import dns.flags
+    import dns.opcode
+    import dns.update
+
+    msgs = []
+    up = dns.update.UpdateMessage("corpus.test.")
+    up.add("host", 300, "A", "192.0.2.7")
+    up.delete("old")
+    msgs.append(up)
+    notify = dns.message.make_query("corpus.test.", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    notify.flags |= dns.flags.AA
+    notify.flags &= ~dns.flags.RD
+    msgs.append(notify)
+    for flags in (dns.flags.AD, dns.flags.CD, dns.flags.AD | dns.flags.CD, 0):
+        q = dns.message.make_query("www.example.org.", "AAAA", use_edns=0)
+        q.flags = flags
+        msgs.append(q)
+    out = []
+    for m in msgs:
+        wire = m.to_wire()
+        out += [(wire, 17), (len(wire).to_bytes(2, "big") + wire, 6)]
+    return out
+
+
+def test_header_threshold_floor_keeps_every_legal_header_below_it():
+    from portprint.jobs.train import legal_floor
+
+    feats = dns_features(2000, 8)  # one client's plain A/AAAA/MX queries: none of the messages below
+    w = feature_weights(8, "mask")
+    model = model_from_bytes(state_bytes(train_autoencoder(feats, w, **TRAIN).model), feats.shape[1], (32, 12))
+    floor, why = legal_floor(model, w, 8, True)
+    th = calibrate(reconstruction_loss(model, dns_features(3000, 9), w), 1e-3, "empirical", floor, why)
+    assert th.value >= floor > 0 and th.floor == floor and "legal DNS headers" in th.floor_reason
+    wires, protos = zip(*_legal_wires(), strict=True)
+    legal = features_from_arrow(pa.array(wires), np.array(protos, np.int8), np.array([len(x) for x in wires]), 8, True)
+    assert (reconstruction_loss(model, legal, w) < th.value).all()
+    # A floor under the calibrated value changes nothing.
+    plain = calibrate(reconstruction_loss(model, dns_features(3000, 9), w), 1e-3, "empirical")
+    assert calibrate(reconstruction_loss(model, dns_features(3000, 9), w), 1e-3, "empirical", plain.value / 2).value \
+        == plain.value
