@@ -85,22 +85,28 @@ def _local(path: str) -> str:
     return "/" + path[len("file:"):].lstrip("/") if path.startswith("file:") else path
 
 
-def replace_dates(spark: SparkSession, staged: str, table: str, schema: pa.Schema, dates: list[str],
+def replace_dates(spark: SparkSession, staged: str | pa.Table, table: str, schema: pa.Schema, dates: list[str],
                   writer: str, batch_rows: int = 65536) -> None:
-    """Make ``table``'s rows for ``dates`` exactly the rows staged as Parquet at ``staged``, in one commit."""
+    """Make ``table``'s rows for ``dates`` exactly the staged rows, in one commit. ``staged`` is a
+    folder of Parquet files (the anomalies, any size) or a small driver-side Arrow table."""
+    small = isinstance(staged, pa.Table)
     if writer == SPARK:
-        df = spark.read.schema(spark_schema(schema)).parquet(staged)
+        df = (spark.createDataFrame(staged.select(schema.names).cast(schema)) if small
+              else spark.read.schema(spark_schema(schema)).parquet(staged))
         w = (df.write.format("delta").mode("overwrite").option("replaceWhere", date_predicate(dates))
              .partitionBy("date"))
         _save(w, table)
         return
     from deltalake import write_deltalake
 
-    # Stream the staged files batch by batch: the driver never holds more than one batch.
-    dataset = ds.dataset(_local(staged), format="parquet") if has_parquet(staged) else None
-    # Only the table's columns: staging may carry bookkeeping columns beside them.
-    batches = ((b.select(schema.names).cast(schema) for b in dataset.to_batches(batch_size=batch_rows))
-               if dataset else iter(()))
+    if small:
+        batches = iter(staged.select(schema.names).cast(schema).to_batches(batch_rows))
+    else:
+        # Stream the staged files batch by batch: the driver never holds more than one batch.
+        dataset = ds.dataset(_local(staged), format="parquet") if has_parquet(staged) else None
+        # Only the table's columns: staging may carry bookkeeping columns beside them.
+        batches = ((b.select(schema.names).cast(schema) for b in dataset.to_batches(batch_size=batch_rows))
+                   if dataset else iter(()))
     reader = pa.RecordBatchReader.from_batches(schema, batches)
     write_deltalake(table, reader, mode="overwrite", predicate=date_predicate(dates), partition_by=["date"])
 

@@ -8,9 +8,8 @@ anomalies therefore always give the same pattern rows, however the dates were ch
 
 from __future__ import annotations
 
-import os
-
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -61,28 +60,32 @@ def totals(days: DataFrame) -> DataFrame:
     )
 
 
-def update_patterns(spark: SparkSession, anomalies: DataFrame, dates: list[str], warehouse: str,
-                    names: tuple[str, str], writer: str) -> int:
-    """Fold one chunk's anomalies into the pattern tables; return how many patterns it touched."""
+def update_patterns(spark: SparkSession, anomalies: DataFrame, dates: list[str], names: tuple[str, str],
+                    writer: str) -> int:
+    """Fold one chunk's anomalies into the pattern tables; return how many patterns it touched.
+
+    Two Spark jobs: the chunk's pattern x date rows (small: collected), then the totals of every
+    pattern the chunk touches, computed from the table as it will be once the chunk's dates are
+    replaced. Both tables are written after that, so a failure before the writes changes neither.
+    """
     days_table, patterns_table = names  # located by score.table_paths (paths or Unity Catalog names)
+    days = pattern_days(anomalies).toArrow()
+    days = days.select(PATTERN_DAYS.names).cast(PATTERN_DAYS)
     before = delta_io.read_table(spark, days_table, PATTERN_DAYS, writer)
-    old = {r["pattern"] for r in before.where(F.col("date").isin(dates)).select("pattern").distinct().collect()}
-    staged = os.path.join(warehouse, "_staging", f"patterns-{dates[0]}-{os.getpid()}")
-    pattern_days(anomalies).write.mode("overwrite").parquet(staged)
-    new = {r["pattern"] for r in spark.read.parquet(staged).select("pattern").distinct().collect()}
-    delta_io.replace_dates(spark, staged, days_table, PATTERN_DAYS, dates, writer)
-    touched = sorted(old | new)
-    if not touched:
+    chunk = spark.createDataFrame(days) if days.num_rows else spark.createDataFrame([], before.schema)
+    in_chunk = F.col("date").isin(dates)
+    # Touched: what these dates held before (now possibly gone) and what they hold now.
+    touched = before.where(in_chunk).select("pattern").unionByName(chunk.select("pattern")).distinct()
+    after = before.where(~in_chunk).unionByName(chunk)
+    # A left join keeps the touched patterns with no days left (flows null): MERGE deletes those.
+    rows = touched.join(totals(after.join(touched, "pattern", "left_semi")), "pattern", "left").toArrow()
+    delta_io.replace_dates(spark, days, days_table, PATTERN_DAYS, dates, writer)
+    if not rows.num_rows:
         return 0
-    after = delta_io.read_table(spark, days_table, PATTERN_DAYS, writer)
-    # A broadcast semi-join, not isin(): thousands of literals cost a py4j round trip each (seconds).
-    wanted = F.broadcast(spark.createDataFrame(pa.table({"pattern": pa.array(touched, pa.string())})))
-    rows = totals(after.join(wanted, "pattern", "left_semi")).toArrow()
-    gone = sorted(set(touched) - set(rows["pattern"].to_pylist()))
-    source = pa.concat_tables([rows.select(PATTERNS.names).cast(PATTERNS), _deletions(gone)])
-    delta_io.merge_upsert(spark, source, patterns_table, "pattern", writer)
-    delta_io.remove_folder(staged)
-    return len(touched)
+    live = rows.filter(pc.is_valid(rows["flows"])).select(PATTERNS.names).cast(PATTERNS)
+    gone = rows.filter(pc.is_null(rows["flows"]))["pattern"].to_pylist()
+    delta_io.merge_upsert(spark, pa.concat_tables([live, _deletions(sorted(gone))]), patterns_table, "pattern", writer)
+    return rows.num_rows
 
 
 def _deletions(patterns: list[str]) -> pa.Table:

@@ -43,8 +43,9 @@ def _tasks(plan: ArchivePlan) -> list[tuple[str, int, str]]:
             for rg in range(plan.row_groups.get(path, 0))]
 
 
-def _scan(art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int):
-    """The mapInArrow function: (path, row group, date) tasks in, anomalies and counts out."""
+def _scan(tasks: list[tuple[str, int, str]], art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int):
+    """The mapInArrow function: task numbers in (indexes into ``tasks``, a list of (path, row group,
+    date) shipped in the closure), anomalies and counts out."""
     names = asdict(cfg.archive.columns)
     scope, threads, top = cfg.scope, cfg.spark.torch_threads_per_task, cfg.output.top_bytes
     wanted = ("flow_id", "ts", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "orig_payload_prefix",
@@ -56,7 +57,7 @@ def _scan(art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = cached_scorer(art, threads)
         for batch in batches:
-            for path, rg, date in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
+            for path, rg, date in (tasks[i] for i in batch.column(0).to_pylist()):
                 try:
                     raw = pq.ParquetFile(path).read_row_group(rg, columns=[names[c] for c in wanted])
                 except (OSError, pa.ArrowException) as exc:
@@ -99,7 +100,8 @@ def detect_row_groups(spark: SparkSession, plan: ArchivePlan, cfg: Config, art: 
     tasks = _tasks(plan)
     if not tasks:
         return None
-    df = spark.createDataFrame(tasks, "path string, row_group int, date string")
-    # One Spark task per row group, whichever way the session builds a local relation's partitions.
-    return df.repartition(len(tasks)).mapInArrow(_scan(art, cfg, run_id, scored_at_us), spark_schema(OUT))
+    # One Spark task per row group: a range split into as many partitions as rows holds one number per
+    # partition, with no shuffle (a local relation would need one to spread), on Spark Connect too.
+    ids = spark.range(0, len(tasks), 1, len(tasks))
+    return ids.mapInArrow(_scan(tasks, art, cfg, run_id, scored_at_us), spark_schema(OUT))
 

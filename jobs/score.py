@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import Observation, SparkSession
 from pyspark.sql import functions as F
 
 from portprint.jobs import delta_io, row_groups
@@ -176,21 +176,22 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
                 out.write.mode("overwrite").partitionBy(row_groups.KIND).parquet(raw_stage)
             except Exception as exc:
                 raise _explain_spark_failure(exc, plan.root) from None
-            counts = (spark.read.parquet(f"{raw_stage}/{row_groups.KIND}={row_groups.COUNTS}").groupBy("date")
+            # One job reads the counts and the anomalies' per-detector tallies back from the stage.
+            staged = f"{raw_stage}/{row_groups.KIND}={row_groups.ANOMALY}"
+            is_anomaly = F.col(row_groups.KIND) == row_groups.ANOMALY
+            counts = (spark.read.parquet(raw_stage).groupBy("date")
                       .agg(F.sum(row_groups.SCOPED).alias("s"), F.sum(row_groups.SKIPPED).alias("k"),
-                           F.sum(row_groups.FLAGGED).alias("f")).collect())
+                           *_detector_tallies(is_anomaly)).collect())
             by_date = {r["date"]: r for r in counts}
             for i, d in enumerate(plan.dates):
                 scope_counts[f"s{i}"] = by_date[d]["s"] if d in by_date else 0
                 scope_counts[f"k{i}"] = by_date[d]["k"] if d in by_date else 0
-            if sum(r["f"] or 0 for r in counts):
-                staged = f"{raw_stage}/{row_groups.KIND}={row_groups.ANOMALY}"
-                found = _staged_counts(spark, staged)
-                wrote = True
-            else:  # no anomaly rows, so no such partition: stage an empty table (the dates still get replaced)
+            found = {r["date"]: (int(r["rule"]), int(r["model"]), int(r["qname"]), int(r["total"])) for r in counts
+                     if r["total"]}
+            if not found:  # no anomaly rows, so no such partition: stage an empty table (the dates still get replaced)
                 staged = os.path.join(staged_root, "none")
                 spark.createDataFrame([], spark_schema(ANOMALIES)).write.mode("overwrite").parquet(staged)
-                wrote = True
+            wrote = True
     else:
         raw = read_archive(spark, plan, cols)
         if raw is not None:
@@ -217,7 +218,7 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     delta_io.replace_dates(spark, staged, tables.anomalies, ANOMALIES, plan.dates, writer)
     staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if wrote
                  else spark.createDataFrame([], spark_schema(ANOMALIES)))
-    update_patterns(spark, staged_df, plan.dates, warehouse, (tables.pattern_days, tables.patterns), writer)
+    update_patterns(spark, staged_df, plan.dates, (tables.pattern_days, tables.patterns), writer)
     delta_io.remove_folder(staged_root)
     out = []
     for i, d in enumerate(plan.dates):
@@ -229,16 +230,20 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     return out
 
 
+def _detector_tallies(where=None) -> list:
+    """Per group: anomalies flagged by the rule, by the header model, by the question model alone, and
+    in all (of the rows ``where`` selects)."""
+    w = F.lit(True) if where is None else where
+    return [F.sum(F.when(w & (F.col("detector") == "header-rule"), 1).otherwise(0)).alias("rule"),
+            F.sum(F.when(w & (F.col("score") > 1), 1).otherwise(0)).alias("model"),
+            F.sum(F.when(w & (F.col("detector") == "qname-model"), 1).otherwise(0)).alias("qname"),
+            F.sum(F.when(w, 1).otherwise(0)).alias("total")]
+
+
 def _staged_counts(spark: SparkSession, staged: str) -> dict[str, tuple[int, int, int, int]]:
     """Per date: (rule flagged, header model flagged, question model alone, anomalies), read back from
     the small staged output."""
-    df: DataFrame = spark.read.parquet(staged)
-    out = df.groupBy("date").agg(
-        F.sum(F.when(F.col("detector") == "header-rule", 1).otherwise(0)).alias("rule"),
-        F.sum(F.when(F.col("score") > 1, 1).otherwise(0)).alias("model"),
-        F.sum(F.when(F.col("detector") == "qname-model", 1).otherwise(0)).alias("qname"),
-        F.count(F.lit(1)).alias("total"),
-    ).collect()
+    out = spark.read.parquet(staged).groupBy("date").agg(*_detector_tallies()).collect()
     return {r["date"]: (int(r["rule"]), int(r["model"]), int(r["qname"]), int(r["total"])) for r in out}
 
 
