@@ -8,8 +8,6 @@ anomalies therefore always give the same pattern rows, however the dates were ch
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -46,17 +44,25 @@ def pattern_days(anomalies: DataFrame) -> DataFrame:
                  F.array_sort(F.collect_set("model_version")).alias("model_versions")))
 
 
-def totals(days: DataFrame) -> DataFrame:
-    """Re-aggregate pattern x date rows to one row per pattern."""
+def totals(days: DataFrame, keep: Column | None = None, *extra: Column) -> DataFrame:
+    """Re-aggregate pattern x date rows to one row per pattern, over the rows ``keep`` selects (all by
+    default), with any ``extra`` aggregates. A pattern none of whose rows are kept gets flows 0 and
+    nulls: it has no flows left."""
+    k = F.lit(True) if keep is None else keep
+
+    def kept(col: str) -> Column:
+        return F.when(k, F.col(col))  # aggregates skip the nulls this leaves for the other rows
+
     return days.groupBy("pattern").agg(
-        F.min("detector").alias("detector"), F.min("first_seen").alias("first_seen"),
-        F.max("last_seen").alias("last_seen"), F.count(F.lit(1)).cast("long").alias("days"),
-        F.sum("flows").cast("long").alias("flows"),
-        F.hll_sketch_estimate(F.hll_union_agg("src_sketch")).alias("distinct_sources"),
-        F.hll_sketch_estimate(F.hll_union_agg("dst_sketch")).alias("distinct_destinations"),
-        F.min_by("example_flow_id", "first_seen").alias("example_flow_id"),
-        F.min_by("example_prefix_text", "first_seen").alias("example_prefix_text"),
-        F.array_sort(F.array_distinct(F.flatten(F.collect_list("model_versions")))).alias("model_versions"),
+        *extra,
+        F.min(kept("detector")).alias("detector"), F.min(kept("first_seen")).alias("first_seen"),
+        F.max(kept("last_seen")).alias("last_seen"), F.count(kept("date")).cast("long").alias("days"),
+        F.coalesce(F.sum(kept("flows")), F.lit(0)).cast("long").alias("flows"),
+        F.hll_sketch_estimate(F.hll_union_agg(kept("src_sketch"))).alias("distinct_sources"),
+        F.hll_sketch_estimate(F.hll_union_agg(kept("dst_sketch"))).alias("distinct_destinations"),
+        F.min_by(kept("example_flow_id"), kept("first_seen")).alias("example_flow_id"),
+        F.min_by(kept("example_prefix_text"), kept("first_seen")).alias("example_prefix_text"),
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list(kept("model_versions"))))).alias("model_versions"),
     )
 
 
@@ -64,33 +70,22 @@ def update_patterns(spark: SparkSession, anomalies: DataFrame, dates: list[str],
                     writer: str) -> int:
     """Fold one chunk's anomalies into the pattern tables; return how many patterns it touched.
 
-    Two Spark jobs: the chunk's pattern x date rows (small: collected), then the totals of every
-    pattern the chunk touches, computed from the table as it will be once the chunk's dates are
-    replaced. Both tables are written after that, so a failure before the writes changes neither.
+    Two Spark jobs: the chunk's pattern x date rows (small: collected), then one aggregation over the
+    table's rows plus the chunk's that gives the totals of every pattern the chunk touches, as they
+    will be once the chunk's dates are replaced. Both tables are written after that, so a failure
+    before the writes changes neither.
     """
     days_table, patterns_table = names  # located by score.table_paths (paths or Unity Catalog names)
-    days = pattern_days(anomalies).toArrow()
-    days = days.select(PATTERN_DAYS.names).cast(PATTERN_DAYS)
+    days = pattern_days(anomalies).toArrow().select(PATTERN_DAYS.names).cast(PATTERN_DAYS)
     before = delta_io.read_table(spark, days_table, PATTERN_DAYS, writer)
-    chunk = spark.createDataFrame(days) if days.num_rows else spark.createDataFrame([], before.schema)
-    in_chunk = F.col("date").isin(dates)
-    # Touched: what these dates held before (now possibly gone) and what they hold now.
-    touched = before.where(in_chunk).select("pattern").unionByName(chunk.select("pattern")).distinct()
-    after = before.where(~in_chunk).unionByName(chunk)
-    # A left join keeps the touched patterns with no days left (flows null): MERGE deletes those.
-    rows = touched.join(totals(after.join(touched, "pattern", "left_semi")), "pattern", "left").toArrow()
+    # Rows of the chunk's dates are replaced: they mark their patterns as touched (so a pattern whose
+    # flows were all rescored away is deleted) but no longer count.
+    old = before.withColumn("_new", F.lit(False)).withColumn("_touch", F.col("date").isin(dates))
+    new = (spark.createDataFrame(days) if days.num_rows else spark.createDataFrame([], before.schema)).withColumns(
+        {"_new": F.lit(True), "_touch": F.lit(True)})
+    rows = (totals(old.unionByName(new), F.col("_new") | ~F.col("_touch"), F.max("_touch").alias("_touched"))
+            .where("_touched").toArrow())
     delta_io.replace_dates(spark, days, days_table, PATTERN_DAYS, dates, writer)
-    if not rows.num_rows:
-        return 0
-    live = rows.filter(pc.is_valid(rows["flows"])).select(PATTERNS.names).cast(PATTERNS)
-    gone = rows.filter(pc.is_null(rows["flows"]))["pattern"].to_pylist()
-    delta_io.merge_upsert(spark, pa.concat_tables([live, _deletions(sorted(gone))]), patterns_table, "pattern", writer)
+    if rows.num_rows:
+        delta_io.merge_upsert(spark, rows.select(PATTERNS.names).cast(PATTERNS), patterns_table, "pattern", writer)
     return rows.num_rows
-
-
-def _deletions(patterns: list[str]) -> pa.Table:
-    """Source rows that tell MERGE a pattern has no flows left (its dates were rescored away)."""
-    cols = {f.name: pa.nulls(len(patterns), f.type) for f in PATTERNS}
-    cols["pattern"] = pa.array(patterns, pa.string())
-    cols["flows"] = pa.array([0] * len(patterns), pa.int64())
-    return pa.table(cols, schema=PATTERNS)

@@ -61,10 +61,23 @@ def table_paths(cfg: Config, warehouse: str) -> Tables:
                     for n in (o.anomalies, o.runs, o.pattern_days, o.patterns)))
 
 
-def _per_date_counts(dates: list[str], prefix: str, condition=None) -> list:
+def _per_date_counts(dates: list[str], prefix: str, condition=None, value=None) -> list:
+    """Observation metrics ``{prefix}{i}``: per date, how many rows meet ``condition`` (or the sum of
+    ``value`` over them)."""
     cond = F.lit(True) if condition is None else condition
-    return [F.sum(F.when((F.col("date") == d) & cond, 1).otherwise(0)).alias(f"{prefix}{i}")
+    v = F.lit(1) if value is None else value
+    return [F.sum(F.when((F.col("date") == d) & cond, v).otherwise(0)).alias(f"{prefix}{i}")
             for i, d in enumerate(dates)]
+
+
+def _tallies(dates: list[str], where=None) -> list:
+    """Per date, of the anomaly rows (``where``): flagged by the rule, by the header model, by the
+    question model alone, and in all."""
+    w = F.lit(True) if where is None else where
+    return [*_per_date_counts(dates, "rule", w & (F.col("detector") == "header-rule")),
+            *_per_date_counts(dates, "model", w & (F.col("score") > 1)),
+            *_per_date_counts(dates, "qname", w & (F.col("detector") == "qname-model")),
+            *_per_date_counts(dates, "total", w)]
 
 
 def load_model(model_dir: str) -> ModelArtifact:
@@ -166,31 +179,22 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     read_obs, scope_obs = Observation("read"), Observation("scope")
     scored_at = started.strftime("%Y-%m-%d %H:%M:%S.%f")
     read_counts = {f"n{i}": plan.rows.get(d, 0) for i, d in enumerate(plan.dates)} if plan.rows is not None else {}
-    scope_counts, found, wrote = {}, {}, False
+    scope_counts, tally_obs, wrote = {}, Observation("tallies"), False
     if row_groups.usable(plan, cfg):
         out = row_groups.detect_row_groups(spark, plan, cfg, art, run_id,
                                            int(started.timestamp()) * 1_000_000 + started.microsecond)
         if out is not None:
-            raw_stage = os.path.join(staged_root, "all")
+            # The counts ride along as observations of the small output stream, so the stage holds only
+            # anomalies (no partitioned write, no job to read counts back).
+            is_anomaly = F.col(row_groups.KIND) == row_groups.ANOMALY
+            counted = out.observe(tally_obs, *_per_date_counts(plan.dates, "s", value=F.col(row_groups.SCOPED)),
+                                  *_per_date_counts(plan.dates, "k", value=F.col(row_groups.SKIPPED)),
+                                  *_tallies(plan.dates, is_anomaly))
             try:
-                out.write.mode("overwrite").partitionBy(row_groups.KIND).parquet(raw_stage)
+                counted.where(is_anomaly).select(*ANOMALIES.names).write.mode("overwrite").parquet(staged)
             except Exception as exc:
                 raise _explain_spark_failure(exc, plan.root) from None
-            # One job reads the counts and the anomalies' per-detector tallies back from the stage.
-            staged = f"{raw_stage}/{row_groups.KIND}={row_groups.ANOMALY}"
-            is_anomaly = F.col(row_groups.KIND) == row_groups.ANOMALY
-            counts = (spark.read.parquet(raw_stage).groupBy("date")
-                      .agg(F.sum(row_groups.SCOPED).alias("s"), F.sum(row_groups.SKIPPED).alias("k"),
-                           *_detector_tallies(is_anomaly)).collect())
-            by_date = {r["date"]: r for r in counts}
-            for i, d in enumerate(plan.dates):
-                scope_counts[f"s{i}"] = by_date[d]["s"] if d in by_date else 0
-                scope_counts[f"k{i}"] = by_date[d]["k"] if d in by_date else 0
-            found = {r["date"]: (int(r["rule"]), int(r["model"]), int(r["qname"]), int(r["total"])) for r in counts
-                     if r["total"]}
-            if not found:  # no anomaly rows, so no such partition: stage an empty table (the dates still get replaced)
-                staged = os.path.join(staged_root, "none")
-                spark.createDataFrame([], spark_schema(ANOMALIES)).write.mode("overwrite").parquet(staged)
+            scope_counts = tally_obs.get
             wrote = True
     else:
         raw = read_archive(spark, plan, cols)
@@ -207,14 +211,14 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
                                     model_version=meta.model_version, run_id=run_id, scored_at=scored_at)
             # One action computes everything: the UDF runs once, and the counts come from the observations.
             try:
-                anomalies.write.mode("overwrite").parquet(staged)
+                anomalies.observe(tally_obs, *_tallies(plan.dates)).write.mode("overwrite").parquet(staged)
             except Exception as exc:
                 raise _explain_spark_failure(exc, plan.root) from None
             scope_counts = scope_obs.get
             if plan.rows is None:
                 read_counts = read_obs.get
-            found = _staged_counts(spark, staged)
             wrote = True
+    tallies = tally_obs.get if wrote else {}
     delta_io.replace_dates(spark, staged, tables.anomalies, ANOMALIES, plan.dates, writer)
     staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if wrote
                  else spark.createDataFrame([], spark_schema(ANOMALIES)))
@@ -223,28 +227,11 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     out = []
     for i, d in enumerate(plan.dates):
         n_scope, n_skip = int(scope_counts.get(f"s{i}") or 0), int(scope_counts.get(f"k{i}") or 0)
-        rule, model, qname, total = found.get(d, (0, 0, 0, 0))
+        rule, model, qname, total = (int(tallies.get(f"{k}{i}") or 0) for k in ("rule", "model", "qname", "total"))
         out.append({"date": d, "flows_read": int(read_counts.get(f"n{i}") or 0), "flows_scored": n_scope - n_skip,
                     "flows_skipped": n_skip, "anomalies": total, "model_flagged": model, "rule_flagged": rule,
                     "qname_flagged": qname})
     return out
-
-
-def _detector_tallies(where=None) -> list:
-    """Per group: anomalies flagged by the rule, by the header model, by the question model alone, and
-    in all (of the rows ``where`` selects)."""
-    w = F.lit(True) if where is None else where
-    return [F.sum(F.when(w & (F.col("detector") == "header-rule"), 1).otherwise(0)).alias("rule"),
-            F.sum(F.when(w & (F.col("score") > 1), 1).otherwise(0)).alias("model"),
-            F.sum(F.when(w & (F.col("detector") == "qname-model"), 1).otherwise(0)).alias("qname"),
-            F.sum(F.when(w, 1).otherwise(0)).alias("total")]
-
-
-def _staged_counts(spark: SparkSession, staged: str) -> dict[str, tuple[int, int, int, int]]:
-    """Per date: (rule flagged, header model flagged, question model alone, anomalies), read back from
-    the small staged output."""
-    out = spark.read.parquet(staged).groupBy("date").agg(*_detector_tallies()).collect()
-    return {r["date"]: (int(r["rule"]), int(r["model"]), int(r["qname"]), int(r["total"])) for r in out}
 
 
 def _explain_spark_failure(exc: Exception, flows: str) -> Exception:
