@@ -46,6 +46,11 @@ def test_metrics_on_a_tiny_labelled_set():
     assert ev["detectors"]["header-rule"]["recall"] == pytest.approx(2 / 4)
     assert ev["detectors"]["header-model"]["recall"] == pytest.approx(2 / 4)  # 3.0 and 5.0
     assert ev["detectors"]["combined"]["tunnel_recall"] == 0.0
+    # Rule or header model: ssh (rule) and ntp 5.0 (model) -> 3 of 4; dns 2.0 -> 1 of 6.
+    both = ev["detectors"]["header-both"]
+    assert both["recall"] == pytest.approx(3 / 4) and both["fpr"] == pytest.approx(1 / 6)
+    # No dns flagged by the rule: the Clopper-Pearson bound for 0 of 6 solves (1 - p)^6 = 0.05.
+    assert (1 - ev["detectors"]["header-rule"]["fpr_upper95"]) ** 6 == pytest.approx(0.05)
     # Combined ROC: ssh rule -> +inf; attacks {inf, inf, 5.0, 0.3} vs dns {.1,.2,.3,.4,.5,2}:
     # inf, inf, 5.0 beat all 6 (18 pairs); 0.3 beats .1,.2 (2) and ties .3 (0.5) -> 20.5 / 24.
     assert ev["roc_auc"] == pytest.approx(20.5 / 24)
