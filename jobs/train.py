@@ -31,7 +31,7 @@ from portprint.models.autoencoder import (
 from portprint.models.calibration import Threshold, calibrate
 from portprint.udfs.features import FEATURE_VERSION, features_from_arrow
 from portprint.udfs.header_rule import REASONS, reasons_from_arrow
-from portprint.udfs.qname import N_QNAME_INPUTS, QNAME_VERSION, model_inputs, qname_features_from_arrow
+from portprint.udfs.qname import N_QNAME_INPUTS, QNAME_VERSION, judged, model_inputs, qname_features_from_arrow
 
 CALIBRATION_LOSS = "calibration_loss.npy"
 QNAME_CALIBRATION_LOSS = "qname_calibration_loss.npy"
@@ -124,8 +124,9 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, cfg: Conf
     mc = cfg.model
     if not mc.qname:
         return None, {}, None, None
-    feats = qname_features_from_arrow(prefix, proto)[keep]
-    feats = model_inputs(feats[feats[:, 0] > 0.5])  # flows whose prefix shows at least one name byte
+    raw = qname_features_from_arrow(prefix, proto)[keep]
+    raw = raw[raw[:, 0] > 0.5]  # flows whose prefix shows at least one name byte
+    feats = model_inputs(raw)
     if len(feats) < mc.qname_min_flows:
         log(f"portprint train: no question model: only {len(feats)} flows show a query name "
             f"(model.qname_min_flows is {mc.qname_min_flows}); prefixes may be too short")
@@ -133,7 +134,8 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, cfg: Conf
     rng = np.random.default_rng(mc.seed + 1)
     order = rng.permutation(len(feats))
     n_cal = int(len(order) * mc.calibration_fraction)
-    cal, fit = feats[order[:n_cal]], feats[order[n_cal:]]
+    # Every name teaches the model what names look like; the threshold is set on the names it judges.
+    cal, fit = feats[order[:n_cal]][judged(raw[order[:n_cal]])], feats[order[n_cal:]]
     used = {"with_name": len(feats), "train": len(fit), "calibration": len(cal)}
     patterns, counts = unique_patterns(fit)
     used["distinct_patterns"] = len(patterns)

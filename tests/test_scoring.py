@@ -15,7 +15,13 @@ from portprint.models.autoencoder import (
     train_autoencoder,
 )
 from portprint.udfs.features import features_from_arrow
-from portprint.udfs.qname import N_QNAME_INPUTS, QNAME_VERSION, model_inputs, qname_features_from_arrow
+from portprint.udfs.qname import (
+    N_QNAME_INPUTS,
+    QNAME_VERSION,
+    model_inputs,
+    qname_features_from_arrow,
+    render_qname,
+)
 from portprint.udfs.scoring import DETECTION, DETECTORS, Scorer, printable
 
 
@@ -55,9 +61,15 @@ def test_dedup_scoring_equals_row_by_row_scoring():
     qfeats = qname_features_from_arrow(prefix, proto)
     qmodel = model_from_bytes(art.qname_weights, N_QNAME_INPUTS, (32, 8))
     each = reconstruction_loss(qmodel, model_inputs(qfeats), np.ones(N_QNAME_INPUTS, np.float32))
-    visible = qfeats[:, 0] > 0.5
-    np.testing.assert_allclose(v.qloss[visible], each[visible], rtol=1e-9, atol=1e-12)
-    assert np.isnan(v.qloss[~visible]).all() and (~visible).any()
+    # Judged: a name is shown, and it is cut off or has 3+ labels (read here from the rendered text).
+    names = [render_qname(p, int(k)) for p, k in zip(prefix.to_pylist(), proto, strict=True)]
+    judged = np.array([text is not None and (not complete or len(text.rstrip(".").split(".")) >= 3)
+                       for text, complete, _ in names])
+    np.testing.assert_allclose(v.qloss[judged], each[judged], rtol=1e-9, atol=1e-12)
+    assert np.isnan(v.qloss[~judged]).all() and (~judged).any() and judged.any()
+    short = np.array([text is not None and complete and 1 <= len(text.rstrip(".").split(".")) <= 2
+                      for text, complete, _ in names])
+    assert short.any() and np.isnan(v.qloss[short]).all()  # 'example.com.' can't reach a tunnel's zone
 
 
 def test_detector_is_the_first_that_fired_and_detect_explains_only_those():

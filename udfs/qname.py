@@ -360,6 +360,20 @@ def input_owner() -> list[str]:
     return names
 
 
+MIN_TUNNEL_LABELS = 3  # data, a domain someone registered, its TLD
+
+
+def judged(feats: np.ndarray) -> np.ndarray:
+    """Which names the question model judges (rows of ``question_features``): a name byte is visible,
+    and the name can reach a zone below a TLD. A complete name of one or two labels ('io.',
+    'xn--wgbh1c.com.') is answered by the root's or a TLD's servers, which no tunnel operator runs: a
+    tunnel through resolvers needs its own delegated zone, so its names have three labels or more. A
+    name cut off by the prefix is judged (its end is unknown)."""
+    visible, complete = feats[:, 0] > 0.5, feats[:, 1] > 0.5
+    labels = np.rint(feats[:, QNAME_FEATURES.index("labels")] * 16)
+    return visible & (~complete | (labels >= MIN_TUNNEL_LABELS))
+
+
 def qname_features_from_arrow(prefix: pa.Array, proto: np.ndarray) -> np.ndarray:
     """Convenience wrapper: question features for an Arrow binary array."""
     buf = binary_buffers(prefix)

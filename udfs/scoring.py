@@ -35,6 +35,7 @@ from portprint.udfs.header_rule import REASONS, header_reasons
 from portprint.udfs.qname import (
     N_QNAME_INPUTS,
     input_owner,
+    judged,
     model_inputs,
     question_features,
     question_keys,
@@ -111,7 +112,8 @@ class Scorer:
         return reconstruction_loss(self.model, feats[first], self.weights)[inverse]
 
     def qname_losses(self, prefix: pa.Array, proto: np.ndarray) -> np.ndarray:
-        """Question-model loss per flow, NaN where no name byte is visible (or there is no such model).
+        """Question-model loss per flow, NaN where the model does not judge: no name byte visible, a
+        complete name of one or two labels, or no such model.
         Each distinct name (case-folded) is featurised and scored once per batch."""
         n = len(proto)
         out = np.full(n, np.nan)
@@ -121,7 +123,7 @@ class Scorer:
         keys = question_keys(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto)
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         feats = question_features(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto, first)
-        visible = feats[:, 0] > 0.5
+        visible = judged(feats)  # NaN for names no tunnel can use (see qname.judged) too
         loss = np.full(len(first), np.nan)
         if visible.any():
             loss[visible] = reconstruction_loss(self.qmodel, model_inputs(feats[visible]), self.qweights)
