@@ -38,7 +38,8 @@ class ArchivePlan:
     files: dict[str, list[str]] = field(default_factory=dict)  # date -> files (local archives only)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     rows: dict[str, int] | None = None  # date -> rows in its files, from the footers (local archives only)
-    row_groups: dict[str, int] = field(default_factory=dict)  # file -> Parquet row groups (local archives)
+    # file -> rows in each of its Parquet row groups, from the footers (local archives)
+    row_groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def all_files(self) -> list[str]:
         return [f for d in self.dates for f in self.files.get(d, [])]
@@ -166,7 +167,7 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
                 files.append(path)
                 # The footer's row count is exact: flows_read needs no pass over the rows.
                 plan.rows[d] = plan.rows.get(d, 0) + footer.num_rows
-                plan.row_groups[path] = footer.num_row_groups
+                plan.row_groups[path] = tuple(footer.row_group(i).num_rows for i in range(footer.num_row_groups))
         plan.files[d] = sorted(files)
     for path, why in plan.skipped_files:
         print(f"portprint: left out {path}: {why}", file=sys.stderr)

@@ -24,6 +24,7 @@ class SparkConf:
     arrow_batch_rows: int = 65536
     torch_threads_per_task: int = 1
     python_reader: bool = True
+    rows_per_task: int = 524288
     driver_memory: str = "2g"
     log_level: str = "FATAL"
 
@@ -129,8 +130,8 @@ class Config:
             (self.threshold.qname_method in ("auto", "empirical", "lognormal", "pot"),
              "threshold.qname_method must be auto, empirical, lognormal or pot"),
             (self.output.writer in ("auto", "spark", "delta-rs"), "output.writer must be auto, spark or delta-rs"),
-            (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0,
-             "spark.arrow_batch_rows and spark.torch_threads_per_task must be positive"),
+            (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0 and self.spark.rows_per_task > 0,
+             "spark.arrow_batch_rows, spark.torch_threads_per_task and spark.rows_per_task must be positive"),
         ]
         for ok, message in checks:
             if not ok:

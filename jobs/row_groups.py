@@ -2,9 +2,10 @@
 
 The default Spark path scans the files in the JVM, converts every in-scope row to Arrow, sends it to a
 Python worker and carries the wide columns past the UDF. For archives on a local or FUSE path (a
-laptop, a Unity Catalog volume under /Volumes) the workers can read the row groups themselves: one
-Spark task per row group reads the needed columns with pyarrow, keeps the scope, scores, explains, and
-returns only the anomalies plus one row of counts. Spark still schedules, retries and writes. Remote
+laptop, a Unity Catalog volume under /Volumes) the workers can read the row groups themselves: each
+Spark task takes a few consecutive row groups (``spark.rows_per_task`` rows), reads the needed columns
+with pyarrow, keeps the scope, scores, explains, and returns only the anomalies plus a row of counts
+per row group. Spark still schedules, retries and writes. Remote
 URIs (s3://, abfss://) and hex prefixes keep the Spark path; a test checks both paths give the same
 tables.
 """
@@ -38,13 +39,24 @@ def usable(plan: ArchivePlan, cfg: Config) -> bool:
             and bool(plan.row_groups))
 
 
-def _tasks(plan: ArchivePlan) -> list[tuple[str, int, str]]:
-    return [(path, rg, d) for d in plan.dates for path in plan.files.get(d, [])
-            for rg in range(plan.row_groups.get(path, 0))]
+def _tasks(plan: ArchivePlan, rows_per_task: int) -> list[list[tuple[str, int, str]]]:
+    """Consecutive row groups, as (path, row group, date), packed into tasks of about rows_per_task rows."""
+    tasks: list[list[tuple[str, int, str]]] = [[]]
+    rows = 0
+    for d in plan.dates:
+        for path in plan.files.get(d, []):
+            for rg, n in enumerate(plan.row_groups.get(path, ())):
+                if tasks[-1] and rows + n > rows_per_task:
+                    tasks.append([])
+                    rows = 0
+                tasks[-1].append((path, rg, d))
+                rows += n
+    return [t for t in tasks if t]
 
 
-def _scan(tasks: list[tuple[str, int, str]], art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int):
-    """The mapInArrow function: task numbers in (indexes into ``tasks``, a list of (path, row group,
+def _scan(tasks: list[list[tuple[str, int, str]]], art: ModelArtifact, cfg: Config, run_id: str,
+          scored_at_us: int):
+    """The mapInArrow function: task numbers in (indexes into ``tasks``, lists of (path, row group,
     date) shipped in the closure), anomalies and counts out."""
     names = asdict(cfg.archive.columns)
     scope, threads, top = cfg.scope, cfg.spark.torch_threads_per_task, cfg.output.top_bytes
@@ -57,7 +69,7 @@ def _scan(tasks: list[tuple[str, int, str]], art: ModelArtifact, cfg: Config, ru
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = cached_scorer(art, threads)
         for batch in batches:
-            for path, rg, date in (tasks[i] for i in batch.column(0).to_pylist()):
+            for path, rg, date in (item for i in batch.column(0).to_pylist() for item in tasks[i]):
                 try:
                     raw = pq.ParquetFile(path).read_row_group(rg, columns=[names[c] for c in wanted])
                 except (OSError, pa.ArrowException) as exc:
@@ -97,11 +109,11 @@ def _scan(tasks: list[tuple[str, int, str]], art: ModelArtifact, cfg: Config, ru
 def detect_row_groups(spark: SparkSession, plan: ArchivePlan, cfg: Config, art: ModelArtifact, run_id: str,
                       scored_at_us: int) -> DataFrame | None:
     """Anomaly rows and per-task count rows (``_kind`` a / c) for the plan's row groups, as one DataFrame."""
-    tasks = _tasks(plan)
+    tasks = _tasks(plan, cfg.spark.rows_per_task)
     if not tasks:
         return None
-    # One Spark task per row group: a range split into as many partitions as rows holds one number per
-    # partition, with no shuffle (a local relation would need one to spread), on Spark Connect too.
+    # One Spark task per group of row groups: a range split into as many partitions as rows holds one
+    # number per partition, with no shuffle (a local relation would need one to spread), on Spark Connect too.
     ids = spark.range(0, len(tasks), 1, len(tasks))
     return ids.mapInArrow(_scan(tasks, art, cfg, run_id, scored_at_us), spark_schema(OUT))
 

@@ -164,3 +164,26 @@ def test_row_group_reader_and_spark_reader_give_the_same_tables(spark, cfg, arch
     keep = ["date", "flows_read", "flows_scored", "flows_skipped", "anomalies", "model_flagged", "rule_flagged",
             "qname_flagged"]
     assert runs[0].select(keep).to_pylist() == runs[1].select(keep).to_pylist()
+
+
+def test_row_groups_are_packed_into_tasks_in_order_each_once(tmp_path):
+    from portprint.jobs.archive import ArchivePlan
+    from portprint.jobs.row_groups import _tasks
+
+    files: dict[str, list[str]] = {}
+    for d, sizes in {"2026-11-01": [1000, 250], "2026-11-02": [10]}.items():  # rows per file
+        for k, n in enumerate(sizes):
+            path = str(tmp_path / f"{d}-{k}.parquet")
+            pq.write_table(pa.table({"x": list(range(n))}), path, row_group_size=100 + 30 * k)
+            files.setdefault(d, []).append(path)
+    meta = {p: pq.ParquetFile(p).metadata for ps in files.values() for p in ps}
+    groups = {p: tuple(m.row_group(i).num_rows for i in range(m.num_row_groups)) for p, m in meta.items()}
+    plan = ArchivePlan(str(tmp_path), list(files), files, [], None, groups)
+    tasks = _tasks(plan, 300)
+    # Every row group pyarrow reports, in date and file order, exactly once.
+    assert [item for task in tasks for item in task] == [(p, rg, d) for d, ps in files.items() for p in ps
+                                                         for rg in range(len(groups[p]))]
+    rows = [sum(groups[p][rg] for p, rg, _ in task) for task in tasks]
+    assert max(rows) <= 300 and sum(rows) == 1260
+    # Greedy: no task could have taken the next task's first row group.
+    assert all(rows[i] + groups[tasks[i + 1][0][0]][tasks[i + 1][0][1]] > 300 for i in range(len(tasks) - 1))
