@@ -101,6 +101,8 @@ def model_card(meta: ModelMeta, th: Threshold, qth: Threshold | None = None) -> 
 - **A tunnel's first queries can look ordinary:** handshakes and polls with short names. The question
   model judges one query at a time; a parent domain's volume over days is for `anomaly_patterns`.
 - Anything past the stored prefix: a name longer than the prefix is judged on the part that is there.
+- Names of one or two labels are not judged by the question model: through a resolver they reach only root
+  and TLD servers. A tunnel client that talks straight to its own server on port 53 could use them.
 - Flows with no stored payload.
 - DNS from implementations absent from the training window may score higher than the site's own.
 
