@@ -26,10 +26,10 @@ from portprint.jobs.tables import ANOMALIES, TS, spark_schema
 from portprint.models.artifact import ModelArtifact
 from portprint.udfs.scoring import anomaly_table, cached_scorer
 
-KIND, SCOPED, SKIPPED, FLAGGED = "_kind", "_scoped", "_skipped", "_flagged"
-ANOMALY, COUNTS = "a", "c"  # values of KIND: an anomaly row, or one task's counts
+KIND, SCOPED, SKIPPED = "_kind", "_scoped", "_skipped"
+ANOMALY, COUNTS = "a", "c"  # values of KIND: an anomaly row, or one row group's counts
 OUT = pa.schema([*ANOMALIES, pa.field(SCOPED, pa.int64()), pa.field(SKIPPED, pa.int64()),
-                 pa.field(FLAGGED, pa.int64()), pa.field(KIND, pa.string())])
+                 pa.field(KIND, pa.string())])
 READ_FAILED = "portprint could not read"
 
 
@@ -87,7 +87,6 @@ def _scan(tasks: list[list[tuple[str, int, str]]], art: ModelArtifact, cfg: Conf
                 payload = pc.fill_null(pc.greater(pc.binary_length(prefix), 0), False)
                 rows = scoped.filter(payload).append_column("date", pa.array([date] * int(pc.sum(payload).as_py() or 0),
                                                                           pa.string()))
-                n = 0
                 if rows.num_rows:
                     found = scorer.detect(rows["orig_payload_prefix"].combine_chunks(), rows["proto"].combine_chunks(),
                                           rows["orig_bytes"].combine_chunks(), top)
@@ -96,11 +95,11 @@ def _scan(tasks: list[list[tuple[str, int, str]]], art: ModelArtifact, cfg: Conf
                         out = anomaly_table(rows.filter(hit), found.filter(hit), art.meta, scope.ports, run_id,
                                             scored_at_us)
                         n = out.num_rows
-                        for name in (SCOPED, SKIPPED, FLAGGED):
+                        for name in (SCOPED, SKIPPED):
                             out = out.append_column(name, pa.nulls(n, pa.int64()))
                         yield from out.append_column(KIND, pa.array([ANOMALY] * n, pa.string())).to_batches()
                 counts = {"date": date, SCOPED: scoped.num_rows,
-                          SKIPPED: scoped.num_rows - rows.num_rows, FLAGGED: n, KIND: COUNTS}
+                          SKIPPED: scoped.num_rows - rows.num_rows, KIND: COUNTS}
                 yield pa.RecordBatch.from_pylist([counts], schema=OUT)
 
     return run
@@ -108,7 +107,7 @@ def _scan(tasks: list[list[tuple[str, int, str]]], art: ModelArtifact, cfg: Conf
 
 def detect_row_groups(spark: SparkSession, plan: ArchivePlan, cfg: Config, art: ModelArtifact, run_id: str,
                       scored_at_us: int) -> DataFrame | None:
-    """Anomaly rows and per-task count rows (``_kind`` a / c) for the plan's row groups, as one DataFrame."""
+    """Anomaly rows and per-row-group count rows (``_kind`` a / c) for the plan's row groups, as one DataFrame."""
     tasks = _tasks(plan, cfg.spark.rows_per_task)
     if not tasks:
         return None

@@ -175,7 +175,7 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
                  writer: str, warehouse: str, run_id: str, started: dt.datetime) -> list[dict]:
     """Score one chunk of dates and commit it; return its per-date counts."""
     meta, cols = art.meta, cfg.archive.columns
-    staged = staged_root = os.path.join(warehouse, "_staging", f"{run_id}-{plan.dates[0]}")
+    staged = os.path.join(warehouse, "_staging", f"{run_id}-{plan.dates[0]}")
     read_obs, scope_obs = Observation("read"), Observation("scope")
     scored_at = started.strftime("%Y-%m-%d %H:%M:%S.%f")
     read_counts = {f"n{i}": plan.rows.get(d, 0) for i, d in enumerate(plan.dates)} if plan.rows is not None else {}
@@ -223,7 +223,7 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
     staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if wrote
                  else spark.createDataFrame([], spark_schema(ANOMALIES)))
     update_patterns(spark, staged_df, plan.dates, (tables.pattern_days, tables.patterns), writer)
-    delta_io.remove_folder(staged_root)
+    delta_io.remove_folder(staged)
     out = []
     for i, d in enumerate(plan.dates):
         n_scope, n_skip = int(scope_counts.get(f"s{i}") or 0), int(scope_counts.get(f"k{i}") or 0)
