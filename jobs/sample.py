@@ -95,6 +95,7 @@ class _T:
     orig_ids: tuple[int, int] = (-1, -1)  # byte offsets of DNS IDs of message 1 and 2 (-1: none)
     resp_ids: tuple[int, int] = (-1, -1)
     orig_rand: list[tuple[int, int]] = field(default_factory=list)  # [a, b) ranges made random
+    orig_alphabet: bytes = b""  # what orig_rand's bytes are drawn from (empty: any byte)
     resp_rand: list[tuple[int, int]] = field(default_factory=list)
     echo: list[tuple[int, int, int]] = field(default_factory=list)  # (resp_at, orig_at, length)
     orig_ts: int = -1  # offset of a 4-byte big-endian Unix time (OpenVPN tls-auth)
@@ -155,6 +156,8 @@ class _Table:
         self.o_ids = np.full((t, 2), -1, np.int64)
         self.r_ids = np.full((t, 2), -1, np.int64)
         self.o_mask = np.zeros((t, _W), bool)
+        # Per template, a random byte -> the byte written (the identity, or onto the template's alphabet).
+        self.o_lut = np.tile(np.arange(256, dtype=np.uint8), (t, 1))
         self.r_mask = np.zeros((t, _W), bool)
         self.echo = np.full((t, _W), -1, np.int64)
         self.o_ts = np.full(t, -1, np.int64)
@@ -176,6 +179,9 @@ class _Table:
             self.o_ids[i], self.r_ids[i] = it.orig_ids, it.resp_ids
             for a, b in it.orig_rand:
                 self.o_mask[i, a : min(b, PREFIX_LEN)] = True
+            if it.orig_alphabet:
+                alphabet = np.frombuffer(it.orig_alphabet, np.uint8)
+                self.o_lut[i] = alphabet[np.arange(256) % len(alphabet)]
             for a, b in it.resp_rand:
                 self.r_mask[i, a : min(b, PREFIX_LEN)] = True
             for at, src, n in it.echo:
@@ -899,6 +905,7 @@ def _tunnel_set(rng: np.random.Generator) -> list[_T]:
     for k in range(240):
         kind = k % 4
         dom = _pick(rng, domains)
+        alphabet = (b32, b64, "0123456789abcdef", b64)[kind]
         if kind == 0:  # iodine, base32 upstream
             data = "".join(b32[i] for i in rng.integers(0, 32, int(rng.integers(90, 180))))
             labels = [_hex(rng, 1) + data[:62], *[data[62 + j : 62 + j + 63] for j in range(0, len(data) - 62, 63)]]
@@ -919,7 +926,20 @@ def _tunnel_set(rng: np.random.Generator) -> list[_T]:
         q = dns.message.make_query(qname[:250].rstrip("."), "TYPE65399" if qtype == "PRIVATE" else qtype,
                                    use_edns=0 if kind < 2 else None)
         r = dns.message.make_response(q)
-        out.append(_dns_tmpl([_wire(q)], [_wire(r)], tcp=False))
+        t = _dns_tmpl([_wire(q)], [_wire(r)], tcp=False)
+        # Every row carries new data, as a tunnel's queries do (a repeated name would be answered from
+        # the resolver's cache): the data labels' characters are drawn per row from the encoding's
+        # alphabet, and the response echoes the question.
+        wire, pos = _wire(q), 12
+        for j, lab in enumerate(labels):
+            if pos >= PREFIX_LEN:
+                break
+            if lab and not (kind == 3 and j == 0):  # the exfiltration loop's sequence number stays
+                t.orig_rand.append((pos + 1, pos + 1 + wire[pos]))
+            pos += 1 + wire[pos] if lab else 0
+        t.orig_alphabet = alphabet.encode()
+        t.echo = [(12, 12, PREFIX_LEN - 12)]
+        out.append(t)
     return out
 
 
@@ -1202,6 +1222,8 @@ def _generate(pool: _Pool, n: int, day: str, rng: np.random.Generator, *, first:
         rows = np.nonzero(any_all[tm])[0]
         if len(rows):
             noise = rng.integers(0, 256, (len(rows), _W), dtype=np.uint8)
+            if head is orig:  # onto each template's alphabet (a tunnel's base32 stays base32)
+                noise = np.take_along_axis(t.o_lut[tm[rows]], noise.astype(np.intp), axis=1)
             head[rows] = np.where(mask_all[tm[rows]], noise, head[rows])
     for head, ts_all in ((orig, t.o_ts), (resp, t.r_ts)):
         pos = ts_all[tm]

@@ -320,6 +320,32 @@ def test_chaos_rows(rows: list[dict]) -> None:
     assert {r["sensor"] for r in rows} and all(isinstance(r["sensor"], str) for r in rows)
 
 
+def test_tunnel_queries_never_repeat_a_name_and_keep_their_encoding(tmp_path: Path) -> None:
+    # A tunnel's every query carries new data (a repeat would be answered from a resolver's cache).
+    write_sample(str(tmp_path), days=2, flows_per_day=60_000, seed=11)
+    flows = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
+    labels = pq.read_table(tmp_path / "_labels.parquet")
+    tunnel = set(labels.filter(pa.compute.equal(labels["label"], "dns-tunnel"))["flow_id"].to_pylist())
+    names, dates = [], set()
+    for f, p, r, d in zip(*(flows[c].to_pylist() for c in ("flow_id", "orig_payload_prefix", "resp_payload_prefix",
+                                                            "date")), strict=True):
+        if f in tunnel:
+            labels_seen, pos = [], 12  # the prefix cuts the message: walk the labels that are there
+            while pos < len(p) - 1 and p[pos]:
+                labels_seen.append(p[pos + 1 : pos + 1 + p[pos]])  # the last one may be cut off
+                pos += 1 + p[pos]
+            names.append(b".".join(labels_seen))
+            dates.add(d)
+            # The data label stays in one DNS-safe alphabet (base32, base64url or hex: letters, digits, - and _).
+            data = max(labels_seen, key=len)
+            assert all(chr(c).isalnum() or chr(c) in "-_" for c in data), data
+            if r is not None:  # the response echoes the question it answers
+                n = min(len(p), len(r))
+                assert r[12:n] == p[12:n]
+    assert len(names) >= 80 and len(dates) == 2
+    assert len(set(names)) == len(names)
+
+
 # -- determinism -----------------------------------------------------------------------------------
 
 
