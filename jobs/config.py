@@ -82,6 +82,7 @@ class ModelConf:
     qname_augment: bool = True
     qname_balance: float = 1.0
     qname_trim: float = 0.005
+    qname_known_max: int = 1_000_000
     qname_min_flows: int = 500
 
 

@@ -29,9 +29,16 @@ from portprint.models.autoencoder import (
     unique_patterns,
 )
 from portprint.models.calibration import Threshold, calibrate
-from portprint.udfs.features import FEATURE_VERSION, features_from_arrow
+from portprint.udfs.features import FEATURE_VERSION, binary_buffers, features_from_arrow
 from portprint.udfs.header_rule import REASONS, reasons_from_arrow
-from portprint.udfs.qname import N_QNAME_INPUTS, QNAME_VERSION, judged, model_inputs, qname_features_from_arrow
+from portprint.udfs.qname import (
+    N_QNAME_INPUTS,
+    QNAME_VERSION,
+    judged,
+    model_inputs,
+    qname_features_from_arrow,
+    question_keys,
+)
 
 CALIBRATION_LOSS = "calibration_loss.npy"
 QNAME_CALIBRATION_LOSS = "qname_calibration_loss.npy"
@@ -62,7 +69,7 @@ def collect_training_flows(spark: SparkSession, cfg: Config, flows: str, start: 
         raise TrainingError(f"the dates {plan.dates[0]}..{plan.dates[-1]} of {flows} hold no flow files")
     scoped = in_scope(canonical(raw, cols, cfg.archive.prefix_encoding), cfg.scope).where(has_payload())
     # The whole stored prefix: the question model reads the name that follows the header.
-    narrow = scoped.select("flow_id", F.col("orig_payload_prefix").alias("prefix"),
+    narrow = scoped.select("flow_id", "date", F.col("orig_payload_prefix").alias("prefix"),
                            F.col("proto").cast("byte").alias("proto"), "orig_bytes",
                            F.length("orig_payload_prefix").cast("int").alias("prefix_len"))
     total = narrow.count()
@@ -73,6 +80,9 @@ def collect_training_flows(spark: SparkSession, cfg: Config, flows: str, start: 
     # Spark's row order is not a contract: sort so the same archive always trains the same model.
     table = table.sort_by("flow_id").slice(0, cap)
     return table, plan.dates, {"in_scope_with_payload": int(total), "sampled": table.num_rows}
+
+
+FLOOR_MARGIN = 0.05  # a threshold floor sits this far above the worst-reconstructed of what it protects
 
 
 def model_card(meta: ModelMeta, th: Threshold, qth: Threshold | None = None) -> str:
@@ -116,23 +126,30 @@ def _loss_stats(cal_loss: np.ndarray) -> dict:
             "mean": float(cal_loss.mean())}
 
 
-def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, cfg: Config, target: float,
-                log: Callable[[str], None]) -> tuple[bytes | None, dict, np.ndarray | None, Threshold | None]:
+def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa.Array, cfg: Config, target: float,
+                log: Callable[[str], None]
+                ) -> tuple[bytes | None, dict, np.ndarray | None, Threshold | None, bytes | None]:
     """Train and calibrate the question-section model on the flows the header rule accepts.
 
-    Returns (weights, metadata, held-out losses, threshold); weights None (and the reason in the
-    metadata) when too few flows show a name, e.g. an archive of 8-byte prefixes.
+    Returns (weights, metadata, held-out losses, threshold, the known names' keys as bytes); weights
+    None when too few flows show a name, e.g. an archive of 8-byte prefixes.
     """
     mc = cfg.model
     if not mc.qname:
-        return None, {}, None, None
+        return None, {}, None, None, None
+    buf = binary_buffers(prefix)
     raw = qname_features_from_arrow(prefix, proto)[keep]
-    raw = raw[raw[:, 0] > 0.5]  # flows whose prefix shows at least one name byte
+    visible = raw[:, 0] > 0.5  # flows whose prefix shows at least one name byte
+    raw = raw[visible]
+    keys = question_keys(buf.offsets, buf.data, buf.validity, buf.bit_offset,
+                         np.ascontiguousarray(proto, dtype=np.int8))[keep][visible]
+    # Day number of each flow: recurring_names needs which day, not the date itself.
+    days = np.unique(np.asarray(dates.to_numpy(zero_copy_only=False)), return_inverse=True)[1].ravel()[keep][visible]
     feats = model_inputs(raw)
     if len(feats) < mc.qname_min_flows:
         log(f"portprint train: no question model: only {len(feats)} flows show a query name "
             f"(model.qname_min_flows is {mc.qname_min_flows}); prefixes may be too short")
-        return None, {}, None, None
+        return None, {}, None, None, None
     rng = np.random.default_rng(mc.seed + 1)
     order = rng.permutation(len(feats))
     n_cal = int(len(order) * mc.calibration_fraction)
@@ -161,20 +178,44 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, cfg: Conf
         # Trimmed refit: the window is unlabelled and may hold a tunnel already. Drop the patterns
         # behind the worst-reconstructed share of the window's flows and train again without them.
         loss = reconstruction_loss(result.model.double(), patterns.astype(np.float64), weights)
-        order = np.argsort(-loss, kind="stable")
-        cut = np.searchsorted(np.cumsum(counts[order]), mc.qname_trim * counts.sum(), side="right")
+        worst = np.argsort(-loss, kind="stable")
+        cut = np.searchsorted(np.cumsum(counts[worst]), mc.qname_trim * counts.sum(), side="right")
         keep = np.ones(len(patterns), bool)
-        keep[order[:cut]] = False
-        used["trimmed_patterns"], used["trimmed_flows"] = int(cut), int(counts[order[:cut]].sum())
+        keep[worst[:cut]] = False
+        used["trimmed_patterns"], used["trimmed_flows"] = int(cut), int(counts[worst[:cut]].sum())
         result = fit_once(patterns[keep], counts[keep])
     blob = state_bytes(result.model)
+    known = recurring_names(keys, days, judged(raw), mc.qname_known_max)
+    used["known_names"] = len(known)
+    # The threshold is still set on all held-out names, known ones included: the held-out names nobody
+    # asked twice are few (the sample: a dozen) and are where the window's tunnels, if any, would be.
     cal_loss = reconstruction_loss(model_from_bytes(blob, N_QNAME_INPUTS, tuple(mc.qname_hidden)), cal, weights)
+    if mc.qname_trim > 0:
+        # The held-out names are as unlabelled as the training ones: the same share is left out of the
+        # tail fit, or a tunnel in the window would lift the threshold over itself.
+        cal_loss = cal_loss[cal_loss <= np.quantile(cal_loss, 1 - mc.qname_trim)]
     th = calibrate(cal_loss, target, cfg.threshold.qname_method)
     meta = {"feature_version": QNAME_VERSION, "n_features": N_QNAME_INPUTS, "hidden": list(mc.qname_hidden),
             "threshold": th.value, "threshold_info": th.as_dict(), "flows_used": used,
             "loss_stats": _loss_stats(cal_loss) | {"best_val_loss": result.best_val_loss},
-            "epochs_run": result.epochs_run}
-    return blob, meta, cal_loss, th
+            "epochs_run": result.epochs_run, "known_names": len(known)}
+    return blob, meta, cal_loss, th, known.astype("<u8").tobytes() if len(known) else None
+
+
+def recurring_names(keys: np.ndarray, days: np.ndarray, judge: np.ndarray, cap: int) -> np.ndarray:
+    """Sorted question keys of the judged names the window asked on two days or more (at most ``cap``,
+    the most asked first). A tunnel never repeats a name across days (each query carries new data, and
+    a resolver would answer a repeat from its cache), so these are the site's own; the window's
+    tunnels, if any, cannot get onto this list."""
+    rows = np.flatnonzero(judge)
+    if len(rows) == 0 or len(np.unique(days[rows])) < 2:
+        return np.zeros(0, np.uint64)
+    names, inverse, flows = np.unique(keys[rows], return_inverse=True, return_counts=True)
+    pairs = np.unique(np.stack([inverse.ravel().astype(np.int64), days[rows].astype(np.int64)], axis=1), axis=0)
+    n_days = np.bincount(pairs[:, 0], minlength=len(names))
+    picked = np.flatnonzero(n_days >= 2)
+    picked = picked[np.argsort(-flows[picked], kind="stable")[:cap]]
+    return np.sort(names[picked]).astype(np.uint64)
 
 
 def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
@@ -191,10 +232,9 @@ def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
   {fu.get("augmented_patterns", 0)} benign shapes added), {fu.get("calibration")} held out.
 - **Held-out loss:** median {ls["p50"]:.4g}, p99 {ls["p99"]:.4g}, max {ls["max"]:.4g}.
 - **Threshold:** {qth.value:.6g} by the **{qth.method}** method at target false-positive rate {qth.target_fpr:g}.
+- **Known names:** {q.get("known_names", 0)} names the window asked on two days or more are the site's own and are
+  never flagged (a tunnel cannot repeat a name across days: each query carries new data).
 """
-
-
-LEGAL_MARGIN = 0.05  # the floor sits this far above the worst-reconstructed legal header
 
 
 def legal_floor(model: PrefixAutoencoder, weights: np.ndarray, width: int, mask_id: bool) -> tuple[float, str]:
@@ -205,8 +245,8 @@ def legal_floor(model: PrefixAutoencoder, weights: np.ndarray, width: int, mask_
     legal variant the small model reconstructs less well (an UPDATE, a TCP query with AD set).
     """
     loss = reconstruction_loss(model, augmented_features(width, mask_id), weights)
-    return float(loss.max()) * (1 + LEGAL_MARGIN), (
-        f"{LEGAL_MARGIN:.0%} above the worst-reconstructed of {len(loss)} legal DNS headers (RFC 1035/1996/2136/6891/"
+    return float(loss.max()) * (1 + FLOOR_MARGIN), (
+        f"{FLOOR_MARGIN:.0%} above the worst-reconstructed of {len(loss)} legal DNS headers (RFC 1035/1996/2136/6891/"
         "7873), so no header the RFCs allow is flagged by the model")
 
 
@@ -255,7 +295,7 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     cal_loss = reconstruction_loss(scoring_model, cal, weights)
     floor, why = legal_floor(scoring_model, weights, fc.width, fc.id_mode == "mask") if mc.augment else (0.0, "")
     th = calibrate(cal_loss, target, cfg.threshold.method, floor, why)
-    qblob, qmeta, qcal, qth = train_qname(table["prefix"], proto, keep, cfg, target, log)
+    qblob, qmeta, qcal, qth, qknown = train_qname(table["prefix"], proto, keep, table["date"], cfg, target, log)
     meta = ModelMeta(
         feature_version=FEATURE_VERSION, width=fc.width, id_mode=fc.id_mode, hidden=list(mc.hidden),
         n_features=fit.shape[1], threshold=th.value, threshold_info=th.as_dict(),
@@ -264,8 +304,8 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
         training={"epochs_run": result.epochs_run, "history": result.history, **asdict(mc)},
         qname=qmeta,
     )
-    meta = ModelMeta(**(asdict(meta) | {"model_version": content_version(blob, meta, qblob)}))
-    ModelArtifact(blob, meta, qblob).save(model_dir, card=model_card(meta, th, qth))
+    meta = ModelMeta(**(asdict(meta) | {"model_version": content_version(blob, meta, qblob, qknown)}))
+    ModelArtifact(blob, meta, qblob, qknown).save(model_dir, card=model_card(meta, th, qth))
     # Kept so `portprint threshold` can move the thresholds later without retraining.
     np.save(os.path.join(model_dir, CALIBRATION_LOSS), cal_loss.astype(np.float64))
     if qcal is not None:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 WEIGHTS = "model.pt"
 QNAME_WEIGHTS = "qname.pt"  # the question-section model, when the archive's prefixes show names
+# Names the training window asked on two days or more (sorted uint64 question keys, little-endian):
+# the site's own, never flagged by the question model.
+QNAME_KNOWN = "qname_known.u64"
 METADATA = "model.json"
 CARD = "MODEL_CARD.md"
 
@@ -38,7 +41,8 @@ class ModelMeta:
     qname: dict = field(default_factory=dict)
 
 
-def content_version(weights: bytes, meta: ModelMeta, qname_weights: bytes | None = None) -> str:
+def content_version(weights: bytes, meta: ModelMeta, qname_weights: bytes | None = None,
+                    qname_known: bytes | None = None) -> str:
     """A content hash over both blocks' weights and everything that changes a verdict."""
     h = hashlib.sha256(weights)
     h.update(json.dumps([meta.feature_version, meta.width, meta.id_mode, meta.hidden, meta.threshold],
@@ -47,6 +51,9 @@ def content_version(weights: bytes, meta: ModelMeta, qname_weights: bytes | None
         q = meta.qname
         h.update(qname_weights)
         h.update(json.dumps([q.get("feature_version"), q.get("hidden"), q.get("threshold")]).encode())
+    if qname_known:
+        h.update(b"known")
+        h.update(qname_known)
     return h.hexdigest()[:16]
 
 
@@ -55,6 +62,7 @@ class ModelArtifact:
     weights: bytes
     meta: ModelMeta
     qname_weights: bytes | None = None
+    qname_known: bytes | None = None
 
     @property
     def has_qname(self) -> bool:
@@ -68,6 +76,10 @@ class ModelArtifact:
             (out / QNAME_WEIGHTS).write_bytes(self.qname_weights)
         else:
             (out / QNAME_WEIGHTS).unlink(missing_ok=True)
+        if self.qname_known:
+            (out / QNAME_KNOWN).write_bytes(self.qname_known)
+        else:
+            (out / QNAME_KNOWN).unlink(missing_ok=True)
         (out / METADATA).write_text(json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
         if card is not None:
             (out / CARD).write_text(card)
@@ -89,10 +101,11 @@ class ModelArtifact:
         if meta.qname and qname is None:
             raise ModelError(f"{path / QNAME_WEIGHTS} is missing but {METADATA} describes a question-section "
                              "model: restore the file or retrain")
-        if content_version(weights, meta, qname) != meta.model_version:
+        known = (path / QNAME_KNOWN).read_bytes() if (path / QNAME_KNOWN).is_file() else None
+        if content_version(weights, meta, qname, known) != meta.model_version:
             raise ModelError(f"{path} weights do not match model_version {meta.model_version} in {METADATA}: "
                              "the files were changed separately; retrain or restore both")
-        return cls(weights, meta, qname)
+        return cls(weights, meta, qname, known)
 
     def with_threshold(self, threshold: float, info: dict, block: str = "header") -> ModelArtifact:
         """The same weights with a new threshold for one block (and so a new model_version)."""
@@ -103,5 +116,6 @@ class ModelArtifact:
             raw["qname"] = raw["qname"] | {"threshold": float(threshold), "threshold_info": info}
         else:
             raw |= {"threshold": float(threshold), "threshold_info": info}
-        version = content_version(self.weights, ModelMeta(**raw), self.qname_weights)
-        return ModelArtifact(self.weights, ModelMeta(**(raw | {"model_version": version})), self.qname_weights)
+        version = content_version(self.weights, ModelMeta(**raw), self.qname_weights, self.qname_known)
+        return ModelArtifact(self.weights, ModelMeta(**(raw | {"model_version": version})), self.qname_weights,
+                             self.qname_known)

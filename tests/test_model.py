@@ -146,3 +146,28 @@ def test_header_threshold_floor_keeps_every_legal_header_below_it():
     plain = calibrate(reconstruction_loss(model, dns_features(3000, 9), w), 1e-3, "empirical")
     assert calibrate(reconstruction_loss(model, dns_features(3000, 9), w), 1e-3, "empirical", plain.value / 2).value \
         == plain.value
+
+
+def test_recurring_names_are_those_asked_on_two_days_most_asked_first():
+    from portprint.jobs.train import recurring_names
+
+    rng = np.random.default_rng(4)
+    keys = rng.integers(1, 40, 3000).astype(np.uint64)
+    days = rng.integers(0, 3, 3000)
+    judge = rng.random(3000) > 0.2
+    # Reference: a plain dict of the days each judged key was asked on.
+    seen: dict[int, set[int]] = {}
+    flows: dict[int, int] = {}
+    for k, d, j in zip(keys.tolist(), days.tolist(), judge.tolist(), strict=True):
+        if j:
+            seen.setdefault(k, set()).add(d)
+            flows[k] = flows.get(k, 0) + 1
+    want = sorted(k for k, ds in seen.items() if len(ds) >= 2)
+    got = recurring_names(keys, days, judge, cap=10**6)
+    assert got.dtype == np.uint64 and got.tolist() == want
+    top = sorted(want, key=lambda k: -flows[k])[:5]
+    assert recurring_names(keys, days, judge, cap=5).tolist() == sorted(top)
+    # One day, or a key asked many times on one day only: not recurring.
+    assert len(recurring_names(keys, np.zeros(3000, np.int64), judge, cap=10)) == 0
+    assert 99 not in recurring_names(np.r_[keys, [99] * 50].astype(np.uint64), np.r_[days, [1] * 50],
+                                     np.r_[judge, [True] * 50], cap=10**6).tolist()

@@ -91,6 +91,45 @@ def test_detector_is_the_first_that_fired_and_detect_explains_only_those():
     assert hex_ == [p.hex() for p, k in zip(flows["orig_payload_prefix"].to_pylist(), want, strict=True) if k]
 
 
+def test_known_names_are_never_judged_and_change_the_model_version():
+    from dataclasses import replace
+
+    from portprint.udfs.features import binary_buffers
+    from portprint.udfs.qname import question_keys
+
+    flows, _ = sample_table(6000, "2026-11-01", np.random.default_rng(6))
+    art = _artifact(flows)
+    prefix, proto = flows["orig_payload_prefix"], flows["proto"]
+    before = Scorer(art).score(prefix, proto, flows["orig_bytes"])
+    b = binary_buffers(prefix)
+    keys = question_keys(b.offsets, b.data, b.validity, b.bit_offset, proto.to_numpy().astype(np.int8))
+    judged = ~np.isnan(before.qloss)
+    common = np.unique(keys[judged])[:5]  # five names the model judged
+    known = replace(art, qname_known=np.sort(common).astype("<u8").tobytes())
+    after = Scorer(known).score(prefix, proto, flows["orig_bytes"])
+    hit = np.isin(keys, common)
+    assert hit.any() and np.isnan(after.qloss[hit]).all()
+    np.testing.assert_allclose(after.qloss[~hit], before.qloss[~hit], rtol=1e-12)  # batch make-up: last bits
+    assert content_version(known.weights, known.meta, known.qname_weights, known.qname_known) != \
+        content_version(art.weights, art.meta, art.qname_weights)
+
+
+def test_known_names_travel_with_the_model_files(tmp_path):
+    import pytest
+
+    from portprint.models.artifact import QNAME_KNOWN, ModelError
+
+    flows, _ = sample_table(3000, "2026-11-01", np.random.default_rng(7))
+    art = _artifact(flows)
+    known = np.array([3, 17, 2**63 + 5], np.uint64).astype("<u8").tobytes()
+    raw = vars(art.meta) | {"model_version": content_version(art.weights, art.meta, art.qname_weights, known)}
+    ModelArtifact(art.weights, ModelMeta(**raw), art.qname_weights, known).save(str(tmp_path))
+    assert ModelArtifact.load(str(tmp_path)).qname_known == known
+    (tmp_path / QNAME_KNOWN).write_bytes(known[:8])  # edited apart from model.json: refused
+    with pytest.raises(ModelError, match="do not match"):
+        ModelArtifact.load(str(tmp_path))
+
+
 def test_a_model_without_question_block_never_fires_it():
     flows, _ = sample_table(3000, "2026-11-01", np.random.default_rng(5))
     v = Scorer(_artifact(flows, qname=False)).score(flows["orig_payload_prefix"], flows["proto"],

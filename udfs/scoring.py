@@ -87,6 +87,8 @@ class Scorer:
         self.qmodel = (model_from_bytes(art.qname_weights, N_QNAME_INPUTS, tuple(m.qname["hidden"]))
                        if art.has_qname else None)
         self.qthreshold = float(m.qname.get("threshold", math.inf)) if art.has_qname else math.inf
+        # The site's own names (asked on two days or more of the training window), sorted: never judged.
+        self.known = np.frombuffer(art.qname_known, "<u8") if art.qname_known else np.zeros(0, np.uint64)
         self.qweights = np.ones(N_QNAME_INPUTS, dtype=np.float32)
         self.qowner = np.asarray(input_owner())
 
@@ -113,7 +115,8 @@ class Scorer:
 
     def qname_losses(self, prefix: pa.Array, proto: np.ndarray) -> np.ndarray:
         """Question-model loss per flow, NaN where the model does not judge: no name byte visible, a
-        complete name of one or two labels, or no such model.
+        complete name of one or two labels, a name the site asked on two days of the training window,
+        or no such model.
         Each distinct name (case-folded) is featurised and scored once per batch."""
         n = len(proto)
         out = np.full(n, np.nan)
@@ -123,11 +126,18 @@ class Scorer:
         keys = question_keys(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto)
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         feats = question_features(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto, first)
-        visible = judged(feats)  # NaN for names no tunnel can use (see qname.judged) too
+        # NaN too for names no tunnel can use (see qname.judged) and for the site's own (known) names.
+        visible = judged(feats) & ~self._known(keys[first])
         loss = np.full(len(first), np.nan)
         if visible.any():
             loss[visible] = reconstruction_loss(self.qmodel, model_inputs(feats[visible]), self.qweights)
         return loss[inverse.ravel()]
+
+    def _known(self, keys: np.ndarray) -> np.ndarray:
+        if len(self.known) == 0:
+            return np.zeros(len(keys), bool)
+        pos = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
+        return self.known[pos] == keys
 
     def score(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array,
               prefix_len: pa.Array | None = None) -> Verdicts:
