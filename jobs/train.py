@@ -187,13 +187,9 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
     blob = state_bytes(result.model)
     known = recurring_names(keys, days, judged(raw), mc.qname_known_max)
     used["known_names"] = len(known)
-    # The threshold is still set on all held-out names, known ones included: the held-out names nobody
-    # asked twice are few (the sample: a dozen) and are where the window's tunnels, if any, would be.
+    # The threshold is set on all judged held-out names, known ones included: the held-out names nobody
+    # asked twice can be few (the sample: a dozen) and are where the window's tunnels, if any, would be.
     cal_loss = reconstruction_loss(model_from_bytes(blob, N_QNAME_INPUTS, tuple(mc.qname_hidden)), cal, weights)
-    if mc.qname_trim > 0:
-        # The held-out names are as unlabelled as the training ones: the same share is left out of the
-        # tail fit, or a tunnel in the window would lift the threshold over itself.
-        cal_loss = cal_loss[cal_loss <= np.quantile(cal_loss, 1 - mc.qname_trim)]
     th = calibrate(cal_loss, target, cfg.threshold.qname_method)
     meta = {"feature_version": QNAME_VERSION, "n_features": N_QNAME_INPUTS, "hidden": list(mc.qname_hidden),
             "threshold": th.value, "threshold_info": th.as_dict(), "flows_used": used,
