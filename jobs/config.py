@@ -131,6 +131,7 @@ class Config:
             (self.threshold.qname_method in ("auto", "empirical", "lognormal", "pot"),
              "threshold.qname_method must be auto, empirical, lognormal or pot"),
             (self.output.writer in ("auto", "spark", "delta-rs"), "output.writer must be auto, spark or delta-rs"),
+            (self.model.qname_known_max >= 0, "model.qname_known_max must be 0 or more"),
             (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0 and self.spark.rows_per_task > 0,
              "spark.arrow_batch_rows, spark.torch_threads_per_task and spark.rows_per_task must be positive"),
         ]

@@ -47,7 +47,7 @@ class Scored:
     loss: np.ndarray
     rule: np.ndarray
     skipped: dict[str, int]
-    qloss: np.ndarray | None = None  # NaN where no name is visible; None without a question model
+    qloss: np.ndarray | None = None  # NaN where the question model does not judge; None without one
     category: np.ndarray | None = None  # labels' optional `category` column ("" where absent)
 
 

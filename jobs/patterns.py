@@ -1,9 +1,10 @@
 """anomaly_patterns: one row per recurring prefix pattern over all scored history, kept with MERGE.
 
-Counts must survive rescoring (a new model replaces dates): so each chunk first replaces its dates
-in `anomaly_pattern_days` (pattern x date, with HyperLogLog sketches of the addresses), then the
-patterns it touched are re-aggregated from those days and MERGEd into `anomaly_patterns`. The same
-anomalies therefore always give the same pattern rows, however the dates were chunked or rerun.
+Counts must survive rescoring (a new model replaces dates): so each chunk's dates are replaced in
+`anomaly_pattern_days` (pattern x date, with HyperLogLog sketches of the addresses), and the patterns
+it touched are re-aggregated from the days they will have afterwards (the table's other dates plus the
+chunk's) and MERGEd into `anomaly_patterns`. The same anomalies therefore always give the same pattern
+rows, however the dates were chunked or rerun.
 """
 
 from __future__ import annotations
@@ -44,17 +45,15 @@ def pattern_days(anomalies: DataFrame) -> DataFrame:
                  F.array_sort(F.collect_set("model_version")).alias("model_versions")))
 
 
-def totals(days: DataFrame, keep: Column | None = None, *extra: Column) -> DataFrame:
+def totals(days: DataFrame, keep: Column | None = None) -> DataFrame:
     """Re-aggregate pattern x date rows to one row per pattern, over the rows ``keep`` selects (all by
-    default), with any ``extra`` aggregates. A pattern none of whose rows are kept gets flows 0 and
-    nulls: it has no flows left."""
+    default). A pattern none of whose rows are kept gets flows 0 and nulls: it has no flows left."""
     k = F.lit(True) if keep is None else keep
 
     def kept(col: str) -> Column:
         return F.when(k, F.col(col))  # aggregates skip the nulls this leaves for the other rows
 
     return days.groupBy("pattern").agg(
-        *extra,
         F.min(kept("detector")).alias("detector"), F.min(kept("first_seen")).alias("first_seen"),
         F.max(kept("last_seen")).alias("last_seen"), F.count(kept("date")).cast("long").alias("days"),
         F.coalesce(F.sum(kept("flows")), F.lit(0)).cast("long").alias("flows"),
@@ -83,8 +82,10 @@ def update_patterns(spark: SparkSession, anomalies: DataFrame, dates: list[str],
     old = before.withColumn("_new", F.lit(False)).withColumn("_touch", F.col("date").isin(dates))
     new = (spark.createDataFrame(days) if days.num_rows else spark.createDataFrame([], before.schema)).withColumns(
         {"_new": F.lit(True), "_touch": F.lit(True)})
-    rows = (totals(old.unionByName(new), F.col("_new") | ~F.col("_touch"), F.max("_touch").alias("_touched"))
-            .where("_touched").toArrow())
+    # Only the touched patterns' history is aggregated, not the whole table's (it grows every night).
+    touched = old.where("_touch").select("pattern").unionByName(new.select("pattern"))
+    rows = (totals(old.join(touched, "pattern", "left_semi").unionByName(new), F.col("_new") | ~F.col("_touch"))
+            .toArrow())
     delta_io.replace_dates(spark, days, days_table, PATTERN_DAYS, dates, writer)
     if rows.num_rows:
         delta_io.merge_upsert(spark, rows.select(PATTERNS.names).cast(PATTERNS), patterns_table, "pattern", writer)

@@ -219,7 +219,9 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
                 read_counts = read_obs.get
             wrote = True
     tallies = tally_obs.get if wrote else {}
-    delta_io.replace_dates(spark, staged, tables.anomalies, ANOMALIES, plan.dates, writer)
+    # Nothing staged (no readable files for these dates): the dates are still replaced, by no rows.
+    delta_io.replace_dates(spark, staged if wrote else ANOMALIES.empty_table(), tables.anomalies, ANOMALIES,
+                           plan.dates, writer)
     staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if wrote
                  else spark.createDataFrame([], spark_schema(ANOMALIES)))
     update_patterns(spark, staged_df, plan.dates, (tables.pattern_days, tables.patterns), writer)

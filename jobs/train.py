@@ -155,6 +155,10 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
     n_cal = int(len(order) * mc.calibration_fraction)
     # Every name teaches the model what names look like; the threshold is set on the names it judges.
     cal, fit = feats[order[:n_cal]][judged(raw[order[:n_cal]])], feats[order[n_cal:]]
+    if len(cal) < 100:
+        log(f"portprint train: no question model: only {len(cal)} held-out names are ones a tunnel could use "
+            "(cut off by the prefix, or three labels or more); widen --start/--end")
+        return None, {}, None, None, None
     used = {"with_name": len(feats), "train": len(fit), "calibration": len(cal)}
     patterns, counts = unique_patterns(fit)
     used["distinct_patterns"] = len(patterns)

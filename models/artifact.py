@@ -102,6 +102,9 @@ class ModelArtifact:
             raise ModelError(f"{path / QNAME_WEIGHTS} is missing but {METADATA} describes a question-section "
                              "model: restore the file or retrain")
         known = (path / QNAME_KNOWN).read_bytes() if (path / QNAME_KNOWN).is_file() else None
+        if meta.qname.get("known_names", 0) and known is None:
+            raise ModelError(f"{path / QNAME_KNOWN} is missing but {METADATA} lists {meta.qname['known_names']} known "
+                             "names: copy the whole model folder, or retrain")
         if content_version(weights, meta, qname, known) != meta.model_version:
             raise ModelError(f"{path} weights do not match model_version {meta.model_version} in {METADATA}: "
                              "the files were changed separately; retrain or restore both")

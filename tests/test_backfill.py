@@ -135,3 +135,41 @@ def test_a_failed_chunk_loses_only_itself_and_a_rerun_resumes(spark, cfg, archiv
     resumed = quiet(spark, cfg, archive, model, wh, chunk_days=2, new_only=True)
     assert resumed.dates == DAYS[2:]
     assert set(table(wh, "anomalies")["date"].to_pylist()) == set(DAYS)
+
+
+def test_patterns_whose_flows_are_rescored_away_are_deleted(spark, tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from portprint.jobs.patterns import update_patterns
+    from portprint.jobs.tables import ANOMALIES, spark_schema
+
+    names = (str(tmp_path / "days"), str(tmp_path / "patterns"))
+    t0 = dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc)
+
+    def chunk(rows: list[tuple[str, str, str]]) -> int:
+        """(flow_id, date, first four prefix bytes as hex) raw-byte anomalies, folded into the tables."""
+        table = pa.Table.from_pylist([
+            {"flow_id": f, "date": d, "ts": t0, "proto": 17, "prefix_hex": h + "00" * 8, "detector": "header-rule",
+             "header_verdict": "invalid", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.53", "model_version": "m"}
+            for f, d, h in rows], schema=ANOMALIES)
+        return update_patterns(spark, spark.createDataFrame(table, spark_schema(ANOMALIES)),
+                               ["2026-11-01", "2026-11-02"], names, "delta-rs")
+
+    def flows() -> dict[str, int]:
+        t = DeltaTable(names[1]).to_pyarrow_table()
+        return dict(zip(t["pattern"].to_pylist(), t["flows"].to_pylist(), strict=True))
+
+    ssh, http = "bytes udp 5353482d", "bytes udp 47455420"
+    assert chunk([("a", "2026-11-01", "5353482d"), ("b", "2026-11-02", "5353482d"),
+                  ("c", "2026-11-01", "47455420")]) == 2
+    assert flows() == {ssh: 2, http: 1}
+    # Rescored: the GET flow is gone and one SSH flow is left. Two touched patterns, one deleted.
+    assert chunk([("a", "2026-11-01", "5353482d")]) == 2
+    assert flows() == {ssh: 1}
+    # Rescored to nothing: the last pattern goes too, and a rerun of that changes nothing.
+    assert chunk([]) == 1 and flows() == {}
+    assert chunk([]) == 0 and flows() == {}
+    days = DeltaTable(names[0]).to_pyarrow_table()
+    assert days.num_rows == 0

@@ -187,3 +187,33 @@ def test_row_groups_are_packed_into_tasks_in_order_each_once(tmp_path):
     assert max(rows) <= 300 and sum(rows) == 1260
     # Greedy: no task could have taken the next task's first row group.
     assert all(rows[i] + groups[tasks[i + 1][0][0]][tasks[i + 1][0][1]] > 300 for i in range(len(tasks) - 1))
+
+
+def test_names_asked_on_both_training_days_are_known_and_never_judged(archive, labels, model):
+    import collections
+
+    import pyarrow.dataset as pads
+
+    from portprint.models.artifact import ModelArtifact
+    from portprint.udfs.qname import render_qname
+    from portprint.udfs.scoring import Scorer
+
+    art = ModelArtifact.load(model)
+    assert art.qname_known and art.meta.qname["known_names"] == len(art.qname_known) // 8
+    flows = pads.dataset(archive, format="parquet", partitioning="hive").to_table()
+    prefix, proto = flows["orig_payload_prefix"].to_pylist(), flows["proto"].to_pylist()
+    # Reference, from the rendered names: the (name, type) pairs of genuine DNS seen on both training days.
+    days = collections.defaultdict(set)
+    shown = [render_qname(p, k) for p, k in zip(prefix, proto, strict=True)]
+    for f, d, (text, _, qtype) in zip(flows["flow_id"].to_pylist(), flows["date"].to_pylist(), shown, strict=True):
+        if text and labels[f] == "dns" and d in DAYS[:2]:
+            days[(text.lower(), qtype)].add(d)
+    recurring = {k for k, v in days.items() if len(v) == 2}
+    v = Scorer(art).score(flows["orig_payload_prefix"], flows["proto"], flows["orig_bytes"])
+    dns_rows = [i for i, f in enumerate(flows["flow_id"].to_pylist()) if labels[f] == "dns" and shown[i][0]]
+    known = [i for i in dns_rows if (shown[i][0].lower(), shown[i][2]) in recurring]
+    assert len(known) > 0.5 * len(dns_rows)  # a site's DNS is mostly names it asks every day
+    assert all(np.isnan(v.qloss[i]) for i in known)
+    # Tunnel names never recur, so none of them is known: the question model judges every one.
+    tunnel = [i for i, f in enumerate(flows["flow_id"].to_pylist()) if labels[f] in TUNNEL_LABELS]
+    assert tunnel and not np.isnan(v.qloss[tunnel]).any()
