@@ -31,7 +31,7 @@ run: check-java $(BIN)/.installed
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse --limit 15 \
 	  "SELECT date, detector, header_reason, round(score, 1) AS score, round(qname_score, 1) AS qscore, proto, dst_port, prefix_text, failed_fields FROM anomalies ORDER BY greatest(score, coalesce(qname_score, 0)) DESC"
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse --limit 8 \
-	  "SELECT date, src_ip, round(qname_score, 1) AS qscore, qtype, substr(qname, 1, 60) AS qname, failed_fields FROM anomalies WHERE detector = 'qname-model' ORDER BY qname_score DESC"
+	  "SELECT date, detector, src_ip, dst_ip, round(qname_score, 2) AS qscore, qtype, substr(qname, 1, 50) AS qname FROM anomalies WHERE detector LIKE 'qname-%' ORDER BY qname_score DESC"
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse \
 	  "SELECT date, flows_read, flows_scored, anomalies, rule_flagged, model_flagged, qname_flagged, writer, round(seconds, 1) AS seconds FROM runs ORDER BY date"
 	@echo "Tables (Delta): $(DEMO)/warehouse/anomalies and $(DEMO)/warehouse/runs; model card: $(DEMO)/model/MODEL_CARD.md"

@@ -323,7 +323,10 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
     import torch
 
     from portprint.jobs.archive import plan_archive
+    from portprint.jobs.row_groups import pair_detect, pairs_on
     from portprint.jobs.score import load_model
+    from portprint.jobs.tables import ANOMALIES
+    from portprint.udfs import pairs
     from portprint.udfs.scoring import Scorer, anomaly_table
 
     if cfg.archive.prefix_encoding != "binary":
@@ -346,25 +349,48 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
         responder, initiator = col["dst_port"].isin(scope.ports), col["src_port"].isin(scope.ports)
         side = {"responder": responder, "initiator": initiator, "either": responder | initiator}[scope.match]
         prefix = col["orig_payload_prefix"]
+        scanner_filter = col["proto"].isin(scope.protocols) & side & prefix.is_valid() & (pc.binary_length(prefix) > 0)
         scanner = dataset.scanner(
             columns={**col, "date": ds.field(names["date"])},  # renamed to the contract's names
-            filter=col["proto"].isin(scope.protocols) & side & prefix.is_valid() & (pc.binary_length(prefix) > 0),
+            filter=scanner_filter,
             batch_size=cfg.spark.arrow_batch_rows,
             use_threads=True,
         )
         flagged: list[pa.Table] = []
+        pieces: list[pa.Table] = []
         scored = 0
+        use_pairs = pairs_on(art, cfg)
+        odd_threshold = float(meta.qname.get("odd_threshold", "nan"))
         for batch in scanner.to_batches():
             if batch.num_rows == 0:
                 continue
             scored += batch.num_rows
-            found = scorer.detect(batch.column("orig_payload_prefix"), batch.column("proto"),
-                                  batch.column("orig_bytes"), cfg.output.top_bytes)
+            pfx, proto, orig = batch.column("orig_payload_prefix"), batch.column("proto"), batch.column("orig_bytes")
+            v = scorer.score(pfx, proto, orig)
+            if use_pairs:
+                pieces.append(pairs.distinct_names(batch.column("date"), batch.column("src_ip"), batch.column("dst_ip"),
+                                                   v.qkey, v.qloss, odd_threshold))
+            found = scorer.detect(pfx, proto, orig, cfg.output.top_bytes, v)
             mask = found.is_valid()
             if found.null_count < len(found):
                 rows = pa.Table.from_batches([batch]).filter(mask)
                 flagged.append(anomaly_table(rows, found.filter(mask), meta, cfg.scope.ports, "plain",
                                              time.time_ns() // 1000))
+        if use_pairs:
+            # Pair escalation, as the job does it: evidence per pair, then the escalated pairs read again.
+            chosen = pairs.escalate(pairs.totals(*pairs.summarize(pieces)), meta.qname["odd_rate"],
+                                    cfg.pairs.min_share, cfg.pairs.alpha)
+            if chosen.num_rows:
+                again = dataset.scanner(columns={**col, "date": ds.field(names["date"])},
+                                        filter=scanner_filter & col["src_ip"].isin(chosen["src_ip"])
+                                        & col["dst_ip"].isin(chosen["dst_ip"])).to_table()
+                detect = pair_detect(art, cfg, "plain", time.time_ns() // 1000)
+                for key in chosen.select(list(pairs.PAIR)).to_pylist():
+                    one = again.filter((pc.field("date") == key["date"]) & (pc.field("src_ip") == key["src_ip"])
+                                       & (pc.field("dst_ip") == key["dst_ip"]))
+                    found_pairs = detect(one)
+                    if found_pairs.num_rows:
+                        flagged.append(found_pairs.select(ANOMALIES.names))
         out = pa.concat_tables(flagged) if flagged else None
         if out is not None:
             pq.write_table(out, out_file)

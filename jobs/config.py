@@ -91,6 +91,17 @@ class ThresholdConf:
     target_fpr: float = 1e-4
     method: str = "auto"
     qname_method: str = "pot"
+    qname_target_fpr: float = 1e-4
+
+
+@dataclass(frozen=True)
+class PairsConf:
+    """Pair escalation (udfs/pairs.py): a day of mostly odd, new names between two hosts is a tunnel."""
+
+    enabled: bool = True
+    odd_rate: float = 0.1      # a name is odd above the held-out (1 - odd_rate) quantile (set at training)
+    min_share: float = 0.5     # escalate when at least this share of a pair's distinct names is odd ...
+    alpha: float = 0.01        # ... and so many odd names has probability <= alpha / pairs that day
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ class Config:
     features: FeatureConf = field(default_factory=FeatureConf)
     model: ModelConf = field(default_factory=ModelConf)
     threshold: ThresholdConf = field(default_factory=ThresholdConf)
+    pairs: PairsConf = field(default_factory=PairsConf)
     output: OutputConf = field(default_factory=OutputConf)
     env: str = "local"
 
@@ -132,6 +144,10 @@ class Config:
              "threshold.qname_method must be auto, empirical, lognormal or pot"),
             (self.output.writer in ("auto", "spark", "delta-rs"), "output.writer must be auto, spark or delta-rs"),
             (self.model.qname_known_max >= 0, "model.qname_known_max must be 0 or more"),
+            (0 < self.pairs.odd_rate < 0.5, "pairs.odd_rate must be in (0, 0.5)"),
+            (self.pairs.odd_rate < self.pairs.min_share <= 1, "pairs.min_share must be above odd_rate and at most 1"),
+            (0 < self.pairs.alpha < 1, "pairs.alpha must be in (0, 1)"),
+            (0 < self.threshold.qname_target_fpr < 0.5, "threshold.qname_target_fpr must be in (0, 0.5)"),
             (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0 and self.spark.rows_per_task > 0,
              "spark.arrow_batch_rows, spark.torch_threads_per_task and spark.rows_per_task must be positive"),
         ]

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from portprint.jobs.tables import spark_schema
 
@@ -80,19 +82,36 @@ def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file:")
 
 
+def is_local(path: str) -> bool:
+    """Is this a path on the driver's filesystem (plain or file:)?"""
+    return _is_local(path)
+
+
+def local_path(path: str) -> str:
+    """The filesystem path of a local URI."""
+    return _local(path)
+
+
 def _local(path: str) -> str:
     """A filesystem path for a local URI (file:/x, file:///x) or plain path."""
     return "/" + path[len("file:"):].lstrip("/") if path.startswith("file:") else path
 
 
 def replace_dates(spark: SparkSession, staged: str | pa.Table, table: str, schema: pa.Schema, dates: list[str],
-                  writer: str, batch_rows: int = 65536) -> None:
+                  writer: str, batch_rows: int = 65536, kind: tuple[str, str] | None = None) -> None:
     """Make ``table``'s rows for ``dates`` exactly the staged rows, in one commit. ``staged`` is a
-    folder of Parquet files (the anomalies, any size) or a small driver-side Arrow table."""
+    folder of Parquet files (the anomalies, any size) or a small driver-side Arrow table. ``kind``
+    (column, value): the staged files also hold other rows; keep those with this value."""
     small = isinstance(staged, pa.Table)
     if writer == SPARK:
-        df = (spark.createDataFrame(staged.select(schema.names).cast(schema)) if small
-              else spark.read.schema(spark_schema(schema)).parquet(staged))
+        if small:
+            df = spark.createDataFrame(staged.select(schema.names).cast(schema))
+        elif kind:
+            fields = [*spark_schema(schema).fields, *spark_schema(pa.schema([(kind[0], pa.string())])).fields]
+            df = (spark.read.schema(StructType(fields)).parquet(staged).where(F.col(kind[0]) == kind[1])
+                  .select(*schema.names))
+        else:
+            df = spark.read.schema(spark_schema(schema)).parquet(staged)
         w = (df.write.format("delta").mode("overwrite").option("replaceWhere", date_predicate(dates))
              .partitionBy("date"))
         _save(w, table)
@@ -105,7 +124,9 @@ def replace_dates(spark: SparkSession, staged: str | pa.Table, table: str, schem
         # Stream the staged files batch by batch: the driver never holds more than one batch.
         dataset = ds.dataset(_local(staged), format="parquet") if has_parquet(staged) else None
         # Only the table's columns: staging may carry bookkeeping columns beside them.
-        batches = ((b.select(schema.names).cast(schema) for b in dataset.to_batches(batch_size=batch_rows))
+        where = (ds.field(kind[0]) == kind[1]) if kind and dataset and kind[0] in dataset.schema.names else None
+        batches = ((b.select(schema.names).cast(schema)
+                    for b in dataset.to_batches(batch_size=batch_rows, filter=where))
                    if dataset else iter(()))
     reader = pa.RecordBatchReader.from_batches(schema, batches)
     write_deltalake(table, reader, mode="overwrite", predicate=date_predicate(dates), partition_by=["date"])

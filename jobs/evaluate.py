@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from portprint.jobs.archive import ArchiveError, plan_archive, read_archive
 from portprint.jobs.config import Config
+from portprint.jobs.row_groups import pairs_on
 from portprint.jobs.score import load_model
 from portprint.jobs.transforms import add_scores, canonical, has_payload, scope_condition
 from portprint.models.metrics import (
@@ -30,6 +31,7 @@ from portprint.models.metrics import (
     roc_auc,
     roc_curve,
 )
+from portprint.udfs import pairs
 from portprint.udfs.scoring import make_score_udf
 
 TARGETS = (1e-2, 1e-3, 1e-4)
@@ -49,6 +51,7 @@ class Scored:
     skipped: dict[str, int]
     qloss: np.ndarray | None = None  # NaN where the question model does not judge; None without one
     category: np.ndarray | None = None  # labels' optional `category` column ("" where absent)
+    pair: np.ndarray | None = None  # flagged by pair escalation (udfs/pairs.py); None when it is off
 
 
 def read_labels(path: str) -> pa.Table:
@@ -81,7 +84,8 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
     raw = read_archive(spark, plan, cols)
     if raw is None:
         raise ArchiveError(f"no flow files in {flows} for {plan.dates[0]}..{plan.dates[-1]}")
-    joined = canonical(raw, cols, cfg.archive.prefix_encoding).join(spark.createDataFrame(labels), "flow_id")
+    flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
+    joined = flows_df.join(spark.createDataFrame(labels), "flow_id")
     joined = joined.withColumn("_scope", scope_condition(cfg.scope)).withColumn("_payload", has_payload())
     counts = joined.agg(
         F.count(F.lit(1)).alias("matched"),
@@ -89,19 +93,42 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
         F.sum(F.when(F.col("_scope") & ~F.col("_payload"), 1).otherwise(0)).alias("no_payload"),
     ).collect()[0]
     score_udf = make_score_udf(art, cfg.spark.torch_threads_per_task)
-    scored = add_scores(joined.where(F.col("_scope") & F.col("_payload")), score_udf)
-    table = scored.select("flow_id", "label", "category", "loss", "reason", "qname_loss").toArrow().sort_by("flow_id")
+    # Every in-scope flow is scored, labelled or not: pair escalation judges a pair's whole day, as
+    # `score` does. The labels are joined afterwards.
+    scored = add_scores(flows_df.where(scope_condition(cfg.scope) & has_payload()), score_udf)
+    every = scored.select("flow_id", "date", "src_ip", "dst_ip", "loss", "reason", "qname_loss",
+                          "qname_key").toArrow()
+    qloss_all = pc.fill_null(every["qname_loss"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+    pair_all = None
+    if pairs_on(art, cfg):
+        q = art.meta.qname
+        keys = every["qname_key"].to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        names, odd = pairs.evidence(every["date"], every["src_ip"], every["dst_ip"], keys, qloss_all,
+                                    q["odd_threshold"])
+        chosen = pairs.escalate(pairs.totals(names, odd), q.get("odd_rate", cfg.pairs.odd_rate), cfg.pairs.min_share,
+                                cfg.pairs.alpha)
+        pair_all = pairs.pair_flags(every["date"], every["src_ip"], every["dst_ip"], keys, qloss_all,
+                                    q["odd_threshold"], chosen)
+    every = every.append_column("_qloss", pa.array(qloss_all)).append_column(
+        "_pair", pa.array(pair_all if pair_all is not None else np.zeros(every.num_rows, bool)))
+    table = every.join(labels, "flow_id", join_type="inner", use_threads=False).sort_by("flow_id")
     skipped = {
         "not_in_archive_range": labels.num_rows - int(counts["matched"]),
         "filtered_port": int(counts["filtered_port"] or 0),
         "no_payload": int(counts["no_payload"] or 0),
     }
-    qloss = pc.fill_null(table["qname_loss"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+    qloss = table["_qloss"].to_numpy()
+    rule = table["reason"].to_numpy() > 1
+    model = table["loss"].to_numpy() > art.meta.threshold
+    # Pair escalation adds only flows no per-flow detector flagged, as in `score`.
+    with np.errstate(invalid="ignore"):
+        per_flow = rule | model | (qloss > (art.meta.qname.get("threshold", np.inf) if art.has_qname else np.inf))
     result = Scored(table["flow_id"].to_numpy(zero_copy_only=False).astype(str),
                     table["label"].to_numpy(zero_copy_only=False).astype(str),
-                    table["loss"].to_numpy(), table["reason"].to_numpy() > 1, skipped,
+                    table["loss"].to_numpy(), rule, skipped,
                     qloss if art.has_qname else None,
-                    table["category"].to_numpy(zero_copy_only=False).astype(str))
+                    table["category"].to_numpy(zero_copy_only=False).astype(str),
+                    table["_pair"].to_numpy() & ~per_flow if pair_all is not None else None)
     return result, art
 
 
@@ -127,7 +154,8 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
     has_q = s.qloss is not None and qname_threshold is not None
     qloss = np.nan_to_num(s.qloss, nan=0.0) if has_q else np.zeros(len(s.loss))
     qmodel = qloss > qname_threshold if has_q else np.zeros(len(s.loss), bool)
-    combined = model | s.rule | qmodel
+    pair = s.pair if s.pair is not None else np.zeros(len(s.loss), bool)
+    combined = model | s.rule | qmodel | pair
     benign, attack, tunnel = s.label == BENIGN, attack_mask(s.label), s.label == TUNNEL
     category = s.category if s.category is not None else np.full(len(s.label), "")
     hard = benign & ~np.isin(category, ["", ORDINARY])
@@ -136,7 +164,7 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
         sel = s.label == lab
         row["rule_flagged"] = int(s.rule[sel].sum())
         row["model_flagged"] = int(model[sel].sum())
-        row["qname_flagged"] = int(qmodel[sel].sum())
+        row["qname_flagged"] = int((qmodel | pair)[sel].sum())  # the question model, alone or by pair
     # One score for the combined decision: each model's loss over its threshold (> 1 flags), and the
     # rule, which has no threshold, as "always above" when it fires.
     ratio = s.loss / threshold
@@ -165,6 +193,8 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
     detectors = {"header-rule": summary(s.rule), "header-model": summary(model), "header-both": summary(s.rule | model)}
     if has_q:
         detectors["qname-model"] = summary(qmodel)
+    if s.pair is not None:
+        detectors["qname-pair"] = summary(pair)
     detectors["combined"] = summary(combined)
     return {
         "threshold": threshold,

@@ -29,7 +29,7 @@ def pattern_of() -> Column:
     name = F.regexp_replace(F.lower(F.col("qname")), r"\.$", "")
     qname = F.when(F.col("qname_complete"), F.concat(F.lit("qname *."), F.substring_index(name, ".", -2))).otherwise(
         F.concat(F.lit("qname cut first-label="), F.length(F.substring_index(name, ".", 1)).cast("string")))
-    return (F.when(F.col("detector") == "qname-model", qname)
+    return (F.when(F.col("detector").isin("qname-model", "qname-pair"), qname)
             .when(F.col("header_verdict") == "valid", dns).otherwise(raw))
 
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import ssl
 import struct
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -1034,7 +1035,7 @@ _CAT_INDEX = {c.name: i for i, c in enumerate(_CATS)}
 _BACKGROUND_SHARE = 0.05
 _EMPTY_SHARE = 0.01
 _REVERSE_SHARE = 0.005
-_TUNNEL_SHARE = 0.001
+_TUNNEL_SHARE = 0.004  # from one infected host a day: fewer queries than a real tunnel sends, enough to be a pair
 
 _SENSORS = ("zeek-hq-01", "zeek-hq-02", "zeek-dc-01", "corelight-branch-07")
 
@@ -1283,13 +1284,19 @@ def _generate(pool: _Pool, n: int, day: str, rng: np.random.Generator, *, first:
     size_s = pool.ip_size[src_k, fam6.astype(int)]
     skew = np.where(src_k == pool.kid["client"], 2.0, 1.0)  # a few clients make most queries
     src_local = (rng.random(n) ** skew * size_s).astype(np.int64)
+    # A tunnel runs on one infected host a day and talks to one name server: the site's resolver, or the
+    # attacker's own server straight (pair escalation, udfs/pairs.py, looks for exactly that).
+    tunnel = pool.c_label[cat] == LABELS.index("dns-tunnel")
+    infected = zlib.crc32(day.encode())
+    src_local = np.where(tunnel, infected % size_s, src_local)
     src_idx = pool.ip_off[src_k, fam6.astype(int)] + src_local
     is_res = dst_k == pool.kid["resolver"]
-    use_pub = is_res & (rng.random(n) < 0.12)
+    use_pub = is_res & (rng.random(n) < 0.12) & ~tunnel  # malware asks the host's configured resolver
     dst_k = np.where(is_res, np.where(use_pub, pool.kid["resolver_pub"], pool.kid["resolver_int"]), dst_k)
     size_d = pool.ip_size[dst_k, fam6.astype(int)]
     r_d = rng.random(n)
     dst_local = np.where(is_res & ~use_pub, src_local % size_d, (r_d * size_d).astype(np.int64))
+    dst_local = np.where(tunnel & ~is_res, (infected >> 12) % size_d, dst_local)
     same = (dst_k == src_k) & (size_d > 1)  # e.g. primary -> secondary: never the same server
     dst_local = np.where(same, (src_local + 1 + (r_d * (size_d - 1)).astype(np.int64)) % size_d, dst_local)
     dst_idx = pool.ip_off[dst_k, fam6.astype(int)] + dst_local

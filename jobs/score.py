@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from pyspark.sql import Observation, SparkSession
+import pyarrow.compute
+from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from portprint.jobs import delta_io, row_groups
@@ -21,11 +22,11 @@ from portprint.jobs.archive import ArchiveError, ArchivePlan, plan_archive, read
 from portprint.jobs.config import Config
 from portprint.jobs.patterns import update_patterns
 from portprint.jobs.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, spark_schema
-from portprint.jobs.transforms import canonical, has_payload, in_scope, score_flows
+from portprint.jobs.transforms import canonical, detect_flows, has_payload, scope_condition
 from portprint.models.artifact import ModelArtifact, ModelError
+from portprint.udfs import pairs as pairs_mod
 from portprint.udfs.features import FEATURE_VERSION
 from portprint.udfs.qname import QNAME_VERSION
-from portprint.udfs.scoring import make_detect_udf
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     log(f"portprint score: run {run_id}: {len(todo)} date(s) to score in {len(chunks)} chunk(s)"
         + (f", {len(skipped)} already scored" if skipped else "")
         + f"; model {meta.model_version} (threshold {meta.threshold:.4g}); writer {writer}")
+    if cfg.pairs.enabled and art.has_qname and not row_groups.pairs_on(art, cfg):
+        log(f"portprint score: model {meta.model_version} predates pair escalation (no odd_threshold): scoring "
+            "without it; retrain with `portprint train` to turn it on")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     rows: list[dict] = []
     scored_flows, done_dates = 0, 0
@@ -163,7 +167,10 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
         eta = (time.monotonic() - t0) / done_dates * (len(todo) - done_dates)
         log(f"portprint score: [{done_dates}/{len(todo)} dates] {chunk[0]}..{chunk[-1]}: "
             f"{sum(r['flows_scored'] for r in chunk_rows):,} flows scored, "
-            f"{sum(r['anomalies'] for r in chunk_rows)} anomalies, {seconds:.1f}s; "
+            f"{sum(r['anomalies'] for r in chunk_rows)} anomalies"
+            + (f" ({chunk_rows[0]['pairs_escalated']} client-server pairs escalated)"
+               if chunk_rows and chunk_rows[0].get("pairs_escalated") else "")
+            + f", {seconds:.1f}s; "
             f"{rate:,.0f} flows/s overall, ETA {eta:.0f}s")
     return ScoreReport(run_id, todo, writer, sum(r["flows_read"] for r in rows),
                        sum(r["flows_scored"] for r in rows), sum(r["flows_skipped"] for r in rows),
@@ -174,56 +181,66 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
 def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: ArchivePlan, tables: Tables,
                  writer: str, warehouse: str, run_id: str, started: dt.datetime) -> list[dict]:
     """Score one chunk of dates and commit it; return its per-date counts."""
-    meta, cols = art.meta, cfg.archive.columns
+    cols = cfg.archive.columns
     staged = os.path.join(warehouse, "_staging", f"{run_id}-{plan.dates[0]}")
     read_obs, scope_obs = Observation("read"), Observation("scope")
-    scored_at = started.strftime("%Y-%m-%d %H:%M:%S.%f")
     read_counts = {f"n{i}": plan.rows.get(d, 0) for i, d in enumerate(plan.dates)} if plan.rows is not None else {}
     scope_counts, tally_obs, wrote = {}, Observation("tallies"), False
+    scored_at_us = int(started.timestamp()) * 1_000_000 + started.microsecond
+    is_anomaly = F.col(row_groups.KIND) == row_groups.ANOMALY
+    out = None
     if row_groups.usable(plan, cfg):
-        out = row_groups.detect_row_groups(spark, plan, cfg, art, run_id,
-                                           int(started.timestamp()) * 1_000_000 + started.microsecond)
+        out = row_groups.detect_row_groups(spark, plan, cfg, art, run_id, scored_at_us)
         if out is not None:
             # The counts ride along as observations of the small output stream, so the stage holds only
-            # anomalies (no partitioned write, no job to read counts back).
-            is_anomaly = F.col(row_groups.KIND) == row_groups.ANOMALY
-            counted = out.observe(tally_obs, *_per_date_counts(plan.dates, "s", value=F.col(row_groups.SCOPED)),
-                                  *_per_date_counts(plan.dates, "k", value=F.col(row_groups.SKIPPED)),
-                                  *_tallies(plan.dates, is_anomaly))
-            try:
-                counted.where(is_anomaly).select(*ANOMALIES.names).write.mode("overwrite").parquet(staged)
-            except Exception as exc:
-                raise _explain_spark_failure(exc, plan.root) from None
-            scope_counts = tally_obs.get
-            wrote = True
+            # anomalies and the pairs' evidence (no partitioned write, no job to read counts back).
+            out = out.observe(tally_obs, *_per_date_counts(plan.dates, "s", value=F.col(row_groups.SCOPED)),
+                              *_per_date_counts(plan.dates, "k", value=F.col(row_groups.SKIPPED)),
+                              *_tallies(plan.dates, is_anomaly))
     else:
         raw = read_archive(spark, plan, cols)
         if raw is not None:
-            detect_udf = make_detect_udf(art, cfg.spark.torch_threads_per_task, cfg.output.top_bytes)
             flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
             if plan.rows is None:  # remote archive: count while scanning (an observation costs ~10% of the job)
                 flows_df = flows_df.observe(read_obs, *_per_date_counts(plan.dates, "n"))
-            scoped = in_scope(flows_df, cfg.scope)
+            scoped = flows_df.where(scope_condition(cfg.scope))
             scoped = scoped.observe(scope_obs, *_per_date_counts(plan.dates, "s"),
                                     *_per_date_counts(plan.dates, "k", ~has_payload()))
-            anomalies = score_flows(scoped.where(has_payload()), detect_udf, threshold=meta.threshold,
-                                    qname_threshold=meta.qname.get("threshold") if art.has_qname else None,
-                                    model_version=meta.model_version, run_id=run_id, scored_at=scored_at)
-            # One action computes everything: the UDF runs once, and the counts come from the observations.
+            out = detect_flows(scoped, art, cfg, run_id, scored_at_us).observe(tally_obs,
+                                                                               *_tallies(plan.dates, is_anomaly))
+    if out is not None:
+        # One action computes everything: the models run once, and the counts come from the observations.
+        try:
+            out.where(F.col(row_groups.KIND) != row_groups.COUNTS).select(*row_groups.STAGED) \
+                .write.mode("overwrite").parquet(staged)
+        except Exception as exc:
+            raise _explain_spark_failure(exc, plan.root) from None
+        scope_counts = tally_obs.get if row_groups.usable(plan, cfg) else scope_obs.get
+        if plan.rows is None and not row_groups.usable(plan, cfg):
+            read_counts = read_obs.get
+        wrote = True
+    tallies = dict(tally_obs.get) if wrote else {}
+    escalated = 0
+    if wrote and row_groups.pairs_on(art, cfg):
+        pairs = escalated_pairs(spark, staged, art, cfg)
+        escalated = pairs.num_rows
+        if escalated:
+            pair_obs = Observation("pairs")
             try:
-                anomalies.observe(tally_obs, *_tallies(plan.dates)).write.mode("overwrite").parquet(staged)
+                (pair_pass(spark, cfg, art, plan, pairs, staged, run_id, scored_at_us)
+                 .observe(pair_obs, *_per_date_counts(plan.dates, "p"))
+                 .select(*row_groups.STAGED).write.mode("append").parquet(staged))
             except Exception as exc:
                 raise _explain_spark_failure(exc, plan.root) from None
-            scope_counts = scope_obs.get
-            if plan.rows is None:
-                read_counts = read_obs.get
-            wrote = True
-    tallies = tally_obs.get if wrote else {}
+            for i in range(len(plan.dates)):
+                extra = int(pair_obs.get.get(f"p{i}") or 0)
+                for k in ("qname", "total"):
+                    tallies[f"{k}{i}"] = int(tallies.get(f"{k}{i}") or 0) + extra
     # Nothing staged (no readable files for these dates): the dates are still replaced, by no rows.
     delta_io.replace_dates(spark, staged if wrote else ANOMALIES.empty_table(), tables.anomalies, ANOMALIES,
-                           plan.dates, writer)
-    staged_df = (spark.read.schema(spark_schema(ANOMALIES)).parquet(staged) if wrote
-                 else spark.createDataFrame([], spark_schema(ANOMALIES)))
+                           plan.dates, writer, kind=(row_groups.KIND, row_groups.ANOMALY))
+    staged_df = (spark.read.schema(spark_schema(row_groups.OUT)).parquet(staged).where(is_anomaly)
+                 .select(*ANOMALIES.names) if wrote else spark.createDataFrame([], spark_schema(ANOMALIES)))
     update_patterns(spark, staged_df, plan.dates, (tables.pattern_days, tables.patterns), writer)
     delta_io.remove_folder(staged)
     out = []
@@ -232,8 +249,78 @@ def _score_chunk(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: Arc
         rule, model, qname, total = (int(tallies.get(f"{k}{i}") or 0) for k in ("rule", "model", "qname", "total"))
         out.append({"date": d, "flows_read": int(read_counts.get(f"n{i}") or 0), "flows_scored": n_scope - n_skip,
                     "flows_skipped": n_skip, "anomalies": total, "model_flagged": model, "rule_flagged": rule,
-                    "qname_flagged": qname})
+                    "qname_flagged": qname, "pairs_escalated": escalated})
     return out
+
+
+def escalated_pairs(spark: SparkSession, staged: str, art: ModelArtifact, cfg: Config) -> pa.Table:
+    """The chunk's escalated pairs (udfs/pairs.py ESCALATED, plus ``covered``: every slice that saw the
+    pair kept its flows as candidates), from the evidence rows in the stage."""
+    odd_rate, conf = art.meta.qname.get("odd_rate", cfg.pairs.odd_rate), cfg.pairs
+    pair = list(pairs_mod.PAIR)
+    if delta_io.is_local(staged):
+        # A local stage is read on the driver directly: a few hundred thousand small rows, no Spark job.
+        import pyarrow.dataset as ds
+
+        ev = ds.dataset(delta_io.local_path(staged), format="parquet").to_table(
+            columns=[*pair, row_groups.KIND, row_groups.NAMES, row_groups.KEY, row_groups.CAND],
+            filter=ds.field(row_groups.KIND).isin([row_groups.PAIR_NAMES, row_groups.ODD_NAME]))
+        kinds = ev[row_groups.KIND]
+        names = ev.filter(pa.compute.equal(kinds, row_groups.PAIR_NAMES))
+        odd = ev.filter(pa.compute.equal(kinds, row_groups.ODD_NAME)).select([*pair, row_groups.KEY])
+        chosen = pairs_mod.escalate(
+            pairs_mod.totals(names.select([*pair, row_groups.NAMES]).rename_columns(pairs_mod.NAMES.names)
+                             .cast(pairs_mod.NAMES), odd.rename_columns(pairs_mod.ODD.names).cast(pairs_mod.ODD)),
+            odd_rate, conf.min_share, conf.alpha)
+        covered = (names.select([*pair, row_groups.CAND]).group_by(pair, use_threads=False)
+                   .aggregate([(row_groups.CAND, "min")]).rename_columns([*pair, "covered"]))
+    else:
+        k = F.col(row_groups.KIND)
+        ev = spark.read.schema(spark_schema(row_groups.OUT)).parquet(staged).where(
+            k.isin(row_groups.PAIR_NAMES, row_groups.ODD_NAME))
+        per_pair = ev.groupBy(*pair).agg(
+            F.sum(F.when(k == row_groups.PAIR_NAMES, F.col(row_groups.NAMES))).alias("names"),
+            F.count_distinct(F.when(k == row_groups.ODD_NAME, F.col(row_groups.KEY))).alias("odd"),
+            F.min(F.when(k == row_groups.PAIR_NAMES, F.col(row_groups.CAND))).alias("covered"))
+        # Only pairs that pass the share test come back to the driver, with the day's pair count (Bonferroni).
+        per_pair = per_pair.withColumn("pairs_that_day", F.count(F.lit(1)).over(Window.partitionBy("date")))
+        near = per_pair.where((F.col("names") > 0) & (F.col("odd") >= F.lit(conf.min_share) * F.col("names")))
+        table = near.select(*pairs_mod.TOTALS.names, "covered").toArrow()
+        chosen = pairs_mod.escalate(table.select(pairs_mod.TOTALS.names).cast(pairs_mod.TOTALS), odd_rate,
+                                    conf.min_share, conf.alpha)
+        covered = table.select([*pair, "covered"])
+    out = chosen.join(covered, pair, use_threads=False)
+    return out.set_column(out.schema.get_field_index("covered"), "covered",
+                          pa.compute.fill_null(out["covered"], False))
+
+
+def pair_pass(spark: SparkSession, cfg: Config, art: ModelArtifact, plan: ArchivePlan, pairs: pa.Table,
+              staged: str, run_id: str, scored_at_us: int) -> DataFrame:
+    """Pair escalation's second step: the escalated pairs' flows, grouped by pair, give the anomalies of
+    detector qname-pair (OUT rows). Pairs whose every slice kept its flows as candidates take them from
+    the stage; the others' flows are read again from the archive."""
+    pair = list(pairs_mod.PAIR)
+    covered = pairs.filter(pairs["covered"]).select(pair)
+    again = pairs.filter(pa.compute.invert(pairs["covered"])).select(pair)
+    parts = []
+    if covered.num_rows:
+        renamed = {row_groups.PREFIX: "orig_payload_prefix", row_groups.ORIG_BYTES: "orig_bytes"}
+        cand = (spark.read.schema(spark_schema(row_groups.OUT)).parquet(staged)
+                .where(F.col(row_groups.KIND) == row_groups.CANDIDATE)
+                .join(F.broadcast(spark.createDataFrame(covered)), pair, "left_semi"))
+        parts.append(cand.select(*[F.col(next((k for k, v in renamed.items() if v == c), c)).alias(c)
+                                   for c in row_groups.ROWS]))
+    if again.num_rows:
+        rows = row_groups.pair_rows(spark, plan, cfg, again) if row_groups.usable(plan, cfg) else None
+        if rows is None:
+            cols = cfg.archive.columns
+            flows_df = canonical(read_archive(spark, plan, cols), cols, cfg.archive.prefix_encoding)
+            rows = (flows_df.where(scope_condition(cfg.scope) & has_payload()).select(*row_groups.ROWS)
+                    .join(F.broadcast(spark.createDataFrame(again)), pair, "left_semi"))
+        parts.append(rows.select(*row_groups.ROWS))
+    rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    return rows.groupBy(*pair).applyInArrow(row_groups.pair_detect(art, cfg, run_id, scored_at_us),
+                                            spark_schema(row_groups.OUT))
 
 
 def _explain_spark_failure(exc: Exception, flows: str) -> Exception:

@@ -39,7 +39,7 @@ ANOMALIES = pa.schema([
     ("dst_port", pa.int32()),
     ("proto", pa.int32()),
     ("matched_side", pa.string()),     # responder | initiator: which port put the flow in scope
-    ("detector", pa.string()),         # header-rule | header-model | qname-model: the first that fired
+    ("detector", pa.string()),         # header-rule | header-model | qname-model | qname-pair: the first that fired
     ("header_verdict", pa.string()),   # valid | invalid (the rule's view, whichever detector fired)
     ("header_reason", pa.string()),    # why the rule said invalid, else 'ok'
     ("loss", pa.float64()),            # the header model's loss
@@ -59,7 +59,7 @@ ANOMALIES = pa.schema([
     ("ancount", pa.int32()),
     ("tcp_len", pa.int32()),
     ("failed_bytes", pa.list_(pa.int32())),  # message offsets (after the TCP length), worst first
-    ("failed_fields", pa.string()),   # header fields, or for qname-model the question features, worst first
+    ("failed_fields", pa.string()),   # header fields, or for the question model its features, worst first
     ("qname", pa.string()),            # the visible query name, RFC 1035 escapes (\\DDD) for unsafe bytes
     ("qname_complete", pa.bool_()),    # false: the name runs past the stored prefix
     ("qtype", pa.string()),            # record type, when the prefix shows it

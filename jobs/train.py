@@ -195,8 +195,12 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
     # asked twice can be few (the sample: a dozen) and are where the window's tunnels, if any, would be.
     cal_loss = reconstruction_loss(model_from_bytes(blob, N_QNAME_INPUTS, tuple(mc.qname_hidden)), cal, weights)
     th = calibrate(cal_loss, target, cfg.threshold.qname_method)
+    # Pair escalation's "odd" name (udfs/pairs.py): above this held-out quantile, so about odd_rate of a
+    # genuine pair's names are odd.
+    odd_rate = cfg.pairs.odd_rate
     meta = {"feature_version": QNAME_VERSION, "n_features": N_QNAME_INPUTS, "hidden": list(mc.qname_hidden),
             "threshold": th.value, "threshold_info": th.as_dict(), "flows_used": used,
+            "odd_rate": odd_rate, "odd_threshold": float(np.quantile(cal_loss, 1.0 - odd_rate)),
             "loss_stats": _loss_stats(cal_loss) | {"best_val_loss": result.best_val_loss},
             "epochs_run": result.epochs_run, "known_names": len(known)}
     return blob, meta, cal_loss, th, known.astype("<u8").tobytes() if len(known) else None
@@ -234,6 +238,9 @@ def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
 - **Threshold:** {qth.value:.6g} by the **{qth.method}** method at target false-positive rate {qth.target_fpr:g}.
 - **Known names:** {q.get("known_names", 0)} names the window asked on two days or more are the site's own and are
   never flagged (a tunnel cannot repeat a name across days: each query carries new data).
+- **Pair escalation:** a name is odd above {q.get("odd_threshold", float("nan")):.4g} (the held-out
+  {1 - q.get("odd_rate", float("nan")):.0%} quantile); a client-server pair whose day is mostly odd, new names is
+  escalated (udfs/pairs.py, `pairs` in the configuration).
 """
 
 
@@ -295,7 +302,8 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     cal_loss = reconstruction_loss(scoring_model, cal, weights)
     floor, why = legal_floor(scoring_model, weights, fc.width, fc.id_mode == "mask") if mc.augment else (0.0, "")
     th = calibrate(cal_loss, target, cfg.threshold.method, floor, why)
-    qblob, qmeta, qcal, qth, qknown = train_qname(table["prefix"], proto, keep, table["date"], cfg, target, log)
+    qtarget = target_fpr if target_fpr is not None else cfg.threshold.qname_target_fpr
+    qblob, qmeta, qcal, qth, qknown = train_qname(table["prefix"], proto, keep, table["date"], cfg, qtarget, log)
     meta = ModelMeta(
         feature_version=FEATURE_VERSION, width=fc.width, id_mode=fc.id_mode, hidden=list(mc.hidden),
         n_features=fit.shape[1], threshold=th.value, threshold_info=th.as_dict(),

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from portprint.jobs.config import Columns, ScopeConf
-from portprint.udfs.scoring import DETECTION
+from portprint.jobs import row_groups
+from portprint.jobs.config import Columns, Config, ScopeConf
+from portprint.jobs.tables import spark_schema
+from portprint.models.artifact import ModelArtifact
 
 CANONICAL = ("flow_id", "ts", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "orig_payload_prefix",
              "orig_bytes", "date")
@@ -61,39 +63,22 @@ def _udf_args() -> list[Column]:
 
 def add_scores(df: DataFrame, score_udf) -> DataFrame:
     """Add every detector's view: `loss` (header model), `reason` (rule code), `qname_loss` (question
-    model, null where no name is visible) and `detector_code` (0 none, else index into DETECTORS)."""
+    model, null where no name is visible), `detector_code` (0 none, else index into DETECTORS) and
+    `qname_key` (the name's key, which pair escalation counts)."""
     return (df.withColumn("_s", score_udf(*_udf_args()))
             .select("*", *[F.col(f"_s.{c}").alias(a) for c, a in (("loss", "loss"), ("reason", "reason"),
                                                                    ("qname_loss", "qname_loss"),
-                                                                   ("detector", "detector_code"))])
+                                                                   ("detector", "detector_code"),
+                                                                   ("qname_key", "qname_key"))])
             .drop("_s"))
 
 
-def score_flows(df: DataFrame, detect_udf, *, threshold: float, qname_threshold: float | None, model_version: str,
-                run_id: str, scored_at: str) -> DataFrame:
-    """Score in-scope flows that carry a payload and return the anomalies with their explanations.
+def detect_flows(df: DataFrame, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int) -> DataFrame:
+    """In-scope flows (canonical columns) in; their anomalies and the pairs' evidence out (row_groups.OUT).
 
-    The UDF returns null for flows no detector flagged, so the filter keeps only anomalies and the
-    explanation is built for those alone.
+    The same worker code as the row-group path, fed by Spark's reader: each flow with a payload crosses
+    to Python once (``mapInArrow``), and only anomalies and a little evidence per pair come back. The
+    function's closure holds the model's bytes, so no SparkContext is needed (Spark Connect works).
     """
-    hits = df.withColumn("_d", detect_udf(*_udf_args())).where(F.col("_d").isNotNull())
-    qth = F.lit(float(qname_threshold)) if qname_threshold is not None else F.lit(None).cast("double")
-    d = {f.name: F.col(f"_d.{f.name}") for f in DETECTION}
-    return hits.select(
-        "flow_id", "ts", "date", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "matched_side",
-        d["detector"].alias("detector"), d["header_verdict"].alias("header_verdict"),
-        d["header_reason"].alias("header_reason"),
-        d["loss"].alias("loss"),
-        F.lit(threshold).alias("threshold"),
-        (d["loss"] / F.lit(threshold)).alias("score"),
-        d["qname_loss"].alias("qname_loss"),
-        qth.alias("qname_threshold"),
-        (d["qname_loss"] / qth).alias("qname_score"),
-        F.length("orig_payload_prefix").cast("int").alias("prefix_len"),
-        *[d[c].alias(c) for c in ("prefix_hex", "prefix_text", "dns_id", "qr", "opcode", "rcode", "qdcount",
-                                  "ancount", "tcp_len", "failed_bytes", "failed_fields", "qname", "qname_complete",
-                                  "qtype")],
-        F.lit(model_version).alias("model_version"),
-        F.lit(run_id).alias("run_id"),
-        F.to_timestamp(F.lit(scored_at)).alias("scored_at"),
-    )
+    rows = df.where(has_payload()).select(*row_groups.ROWS)
+    return rows.mapInArrow(row_groups.spark_scan(art, cfg, run_id, scored_at_us), spark_schema(row_groups.OUT))

@@ -84,9 +84,25 @@ SELECT CASE WHEN qname_complete THEN substring_index(trim(TRAILING '.' FROM lowe
          AS parent, count(*) AS flows, count(DISTINCT src_ip) AS sources, max(round(qname_score, 1)) AS worst,
        min(ts) AS first_seen, max(ts) AS last_seen, min_by(qname, ts) AS example, collect_set(qtype) AS qtypes
 FROM anomalies
-WHERE detector = 'qname-model' AND date >= date_sub(current_date(), 30)
+WHERE detector IN ('qname-model', 'qname-pair') AND date >= date_sub(current_date(), 30)
 GROUP BY 1
 ORDER BY flows DESC
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## DNS tunnels by client and server: the pairs that pair escalation flagged, per day
+# MAGIC A tunnel is one host sending a day of new, odd names to one server (the tunnel's own, or a resolver).
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, src_ip, dst_ip, count(*) AS flows, count(DISTINCT lower(qname)) AS names,
+       min(ts) AS first_seen, max(ts) AS last_seen, min_by(qname, ts) AS example
+FROM anomalies
+WHERE detector = 'qname-pair' AND date >= date_sub(current_date(), 30)
+GROUP BY date, src_ip, dst_ip
+ORDER BY date DESC, flows DESC
 """))
 
 # COMMAND ----------

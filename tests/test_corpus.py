@@ -25,9 +25,9 @@ from portprint.udfs.header_rule import REASONS, reasons_from_arrow
 
 CORPUS = os.path.join(os.path.dirname(__file__), "data", "corpus")
 LABELS = os.path.join(CORPUS, "labels.csv")
-# Measured on this corpus (README, "What it catches, measured"); the goals are 0.9 and 0.001.
-TUNNEL_RECALL_FLOOR = 0.75
-DNS_FPR_CEILING = 0.0075
+# The question-section issue's goals (README, "What it catches, measured"): measured 0.956 and 0.0006.
+TUNNEL_RECALL_FLOOR = 0.9
+DNS_FPR_CEILING = 0.001
 # The evaluation issue's goal for what the first bytes decide (rule or header model): at most 0.1% of
 # genuine DNS, shown by the 95% upper bound, and every non-DNS protocol at 98% or more.
 HEADER_FPR_GOAL = 0.001
@@ -126,10 +126,14 @@ def test_train_narrow_test_wide_on_real_software(spark, archive, narrow, tmp_pat
     # Every non-DNS protocol is caught (the rule carries this); none of them below 98%.
     assert all(rate == 1.0 for rate in ev["recall_per_protocol"].values()), ev["recall_per_protocol"]
     assert len(ev["recall_per_protocol"]) >= 8
-    # Measured levels, so a regression fails here (README: the goals and where they are not met).
+    # The goals, hard-benign names included in the genuine DNS.
     assert ev["tunnel"]["recall"] >= TUNNEL_RECALL_FLOOR, ev["tunnel"]
-    assert ev["fpr"] <= DNS_FPR_CEILING, dns
-    assert ev["detectors"]["qname-model"]["tunnel_recall"] == ev["tunnel"]["recall"]  # only it sees tunnels
+    assert ev["fpr"] <= DNS_FPR_CEILING, (dns, ev["hard_benign"])
+    # Only the question model sees tunnels, alone or by pair (which adds only flows nothing else flagged).
+    det = ev["detectors"]
+    assert det["header-both"]["tunnel_recall"] == 0.0
+    assert det["qname-pair"]["tunnel_recall"] > 0
+    assert abs(det["qname-model"]["tunnel_recall"] + det["qname-pair"]["tunnel_recall"] - ev["tunnel"]["recall"]) < 1e-9
     header = ev["detectors"]["header-both"]
     assert header["fpr_upper95"] <= HEADER_FPR_GOAL and header["recall"] >= 0.995, header
     assert "dns-tunnel" not in ev["recall_per_protocol"]
@@ -139,7 +143,8 @@ def test_train_narrow_test_wide_on_real_software(spark, archive, narrow, tmp_pat
     # evaluate and score agree, flow for flow, on what is flagged.
     scored, art = score_labelled(spark, cfg, archive, read_labels(test_labels), model, None, None)
     qth = art.meta.qname["threshold"]
-    flagged = (scored.loss > art.meta.threshold) | scored.rule | (np.nan_to_num(scored.qloss, nan=0) > qth)
+    flagged = ((scored.loss > art.meta.threshold) | scored.rule | (np.nan_to_num(scored.qloss, nan=0) > qth)
+               | scored.pair)
     run_score(spark, cfg, archive, model, str(tmp_path / "wh"), log=lambda m: None)
     anomalies = DeltaTable(str(tmp_path / "wh" / "anomalies")).to_pyarrow_table()
     in_test = set(scored.flow_id.tolist())

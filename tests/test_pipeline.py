@@ -64,9 +64,17 @@ def test_score_flags_the_planted_protocols_and_little_dns(spark, cfg, archive, l
     tunnels = {f for f, lab in labels.items() if lab in TUNNEL_LABELS}
     hits = got.filter(pc.is_in(got["flow_id"], pa.array(sorted(tunnels))))
     assert len(tunnels) >= 20 and hits.num_rows >= 0.9 * len(tunnels), f"{hits.num_rows} of {len(tunnels)} tunnels"
-    assert set(hits["detector"].to_pylist()) == {"qname-model"}
+    assert set(hits["detector"].to_pylist()) <= {"qname-model", "qname-pair"}
     assert all(q and q.isascii() and q.isprintable() for q in hits["qname"].to_pylist())
-    assert all(s > 1 for s in hits["qname_score"].to_pylist())
+    alone = hits.filter(pc.equal(hits["detector"], "qname-model"))
+    assert all(s > 1 for s in alone["qname_score"].to_pylist())
+    # The sample runs each day's tunnel on one infected host: pair escalation names that host and no other,
+    # and flags nothing the sample calls genuine DNS.
+    by_pair = got.filter(pc.equal(got["detector"], "qname-pair"))
+    assert by_pair.num_rows > 0
+    assert {labels[f] for f in by_pair["flow_id"].to_pylist()} <= set(TUNNEL_LABELS)
+    hosts = {(d, s) for d, s in zip(by_pair["date"].to_pylist(), by_pair["src_ip"].to_pylist(), strict=True)}
+    assert len(hosts) <= 2 * len(DAYS)  # the infected host's IPv4 and, rarely, IPv6 address
 
 
 def test_rerun_replaces_rows_and_never_duplicates(spark, cfg, archive, model, tmp_path):
@@ -101,8 +109,8 @@ def test_tables_are_readable_by_deltalake_and_duckdb(spark, cfg, archive, model,
     for name in ("anomalies", "runs"):
         dataset = DeltaTable(os.path.join(wh, name)).to_pyarrow_dataset()
         con.register(name, dataset)
-    n = con.sql("SELECT count(*) FROM anomalies WHERE score > 1 OR qname_score > 1 OR detector = 'header-rule'"
-                ).fetchall()[0][0]
+    n = con.sql("SELECT count(*) FROM anomalies WHERE score > 1 OR qname_score > 1 "
+                "OR detector IN ('header-rule', 'qname-pair')").fetchall()[0][0]
     assert n == report.anomalies
     per_date = con.sql("SELECT date, anomalies FROM runs ORDER BY date").fetchall()
     counted = con.sql("SELECT date, count(*) FROM anomalies GROUP BY date ORDER BY date").fetchall()
@@ -123,22 +131,18 @@ def test_spark_sql_reads_the_tables_back(spark, cfg, archive, model, tmp_path):
     assert all(t is not None and all(c.isprintable() for c in t) for t in explained["prefix_text"].to_pylist())
 
 
-def test_each_udf_appears_once_in_the_plan(spark, cfg, archive, model):
+def test_each_flow_crosses_to_python_once_on_the_spark_path(spark, cfg, archive, model):
     from portprint.jobs.archive import plan_archive, read_archive
     from portprint.jobs.score import load_model
-    from portprint.jobs.transforms import canonical, has_payload, in_scope, score_flows
-    from portprint.udfs.scoring import make_detect_udf
+    from portprint.jobs.transforms import canonical, detect_flows, in_scope
 
     art = load_model(model)
-    m = art.meta
-    detect_udf = make_detect_udf(art, 1, 3)
     plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)
-    df = in_scope(canonical(read_archive(spark, plan, cfg.archive.columns), cfg.archive.columns, "binary"),
-                  cfg.scope).where(has_payload())
-    out = score_flows(df, detect_udf, threshold=m.threshold, qname_threshold=m.qname.get("threshold"),
-                      model_version=m.model_version, run_id="r", scored_at="2026-11-28 00:00:00")
+    df = in_scope(canonical(read_archive(spark, plan, cfg.archive.columns), cfg.archive.columns, "binary"), cfg.scope)
+    out = detect_flows(df, art, cfg, "r", 0)
     physical = out._jdf.queryExecution().executedPlan().toString()
-    assert physical.count("ArrowEvalPython") == 1, physical  # each flow crosses to Python once
+    assert physical.count("MapInArrow") == 1, physical
+    assert "ArrowEvalPython" not in physical and "BatchEvalPython" not in physical, physical
 
 
 def test_row_group_reader_and_spark_reader_give_the_same_tables(spark, cfg, archive, model, tmp_path):

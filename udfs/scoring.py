@@ -53,7 +53,10 @@ def field_of_byte(offset: int) -> str:
     return FIELD_OF_BYTE[offset] if offset < len(FIELD_OF_BYTE) else "question"
 
 
-DETECTORS = ("", "header-rule", "header-model", "qname-model")  # index = detector code; 0 = not flagged
+# index = detector code; 0 = not flagged. qname-pair: the question model's evidence over a day of one
+# client-server pair (udfs/pairs.py), decided after the per-flow pass.
+DETECTORS = ("", "header-rule", "header-model", "qname-model", "qname-pair")
+QNAME_PAIR = DETECTORS.index("qname-pair")
 # What the one UDF returns per flow: null when no detector fired, else the verdict and its explanation,
 # typed as the same columns of `anomalies` (defined once, in jobs/tables.py).
 DETECTION = pa.struct([ANOMALIES.field(name) for name in (
@@ -65,12 +68,14 @@ DETECTION = pa.struct([ANOMALIES.field(name) for name in (
 @dataclass(frozen=True)
 class Verdicts:
     """Per flow: the header model's loss, the rule's reason code, the question model's loss (NaN where
-    it has nothing to judge), and which detector fired (index into DETECTORS)."""
+    it has nothing to judge), which detector fired (index into DETECTORS), and the name's key
+    (``question_keys``; what pair escalation counts)."""
 
     loss: np.ndarray
     reason: np.ndarray
     qloss: np.ndarray
     detector: np.ndarray
+    qkey: np.ndarray | None = None
 
 
 class Scorer:
@@ -116,12 +121,16 @@ class Scorer:
     def qname_losses(self, prefix: pa.Array, proto: np.ndarray) -> np.ndarray:
         """Question-model loss per flow, NaN where the model does not judge: no name byte visible, a
         complete name of one or two labels, a name the site asked on two days of the training window,
-        or no such model.
+        or no such model."""
+        return self.qname_keys_losses(prefix, proto)[1]
+
+    def qname_keys_losses(self, prefix: pa.Array, proto: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(name key, question-model loss) per flow; the loss as ``qname_losses``.
         Each distinct name (case-folded) is featurised and scored once per batch."""
         n = len(proto)
         out = np.full(n, np.nan)
         if self.qmodel is None or n == 0:
-            return out
+            return np.zeros(n, np.uint64), out
         buf = binary_buffers(prefix)
         keys = question_keys(buf.offsets, buf.data, buf.validity, buf.bit_offset, proto)
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -131,7 +140,7 @@ class Scorer:
         loss = np.full(len(first), np.nan)
         if visible.any():
             loss[visible] = reconstruction_loss(self.qmodel, model_inputs(feats[visible]), self.qweights)
-        return loss[inverse.ravel()]
+        return keys, loss[inverse.ravel()]
 
     def _known(self, keys: np.ndarray) -> np.ndarray:
         if len(self.known) == 0:
@@ -153,21 +162,22 @@ class Scorer:
             plen = np.asarray(pc.fill_null(prefix_len, 0).to_numpy(zero_copy_only=False), dtype=np.int32)
         reasons = header_reasons(buf.offsets, buf.data, buf.validity, buf.bit_offset, p, o, plen)
         loss = self.losses(prefix, p, o)
-        qloss = self.qname_losses(prefix, p)
+        qkey, qloss = self.qname_keys_losses(prefix, p)
         detector = np.zeros(len(p), dtype=np.int8)
         with np.errstate(invalid="ignore"):  # NaN (nothing to judge) is never above a threshold
             detector[qloss > self.qthreshold] = 3
         detector[loss > self.threshold] = 2
         detector[reasons > 1] = 1
         detector[reasons == 1] = 0  # "empty": no payload, nothing to judge (score skips these anyway)
-        return Verdicts(loss, reasons, qloss, detector)
+        return Verdicts(loss, reasons, qloss, detector, qkey)
 
-    def detect(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array, top: int) -> pa.StructArray:
+    def detect(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array, top: int,
+               verdicts: Verdicts | None = None) -> pa.StructArray:
         """One DETECTION per flow: null where nothing fired, else the verdict and its explanation.
         Only flagged flows are explained, so the explanation costs nothing on clean traffic."""
         if isinstance(prefix, pa.ChunkedArray):
             prefix = prefix.combine_chunks()
-        v = self.score(prefix, proto, orig_bytes)
+        v = verdicts if verdicts is not None else self.score(prefix, proto, orig_bytes)
         hit = np.flatnonzero(v.detector > 0)
         if len(hit) == 0:
             return pa.nulls(len(v.detector), DETECTION)
@@ -201,7 +211,7 @@ class Scorer:
         for i, (row, vals) in enumerate(zip(order, worst_vals, strict=True)):
             keep = [int(b) for b, val in zip(row, vals, strict=True) if val > 0.25]  # > a quarter bit wrong
             failed.append(keep)
-            if v.detector[i] == 3:
+            if v.detector[i] >= 3:  # qname-model or qname-pair
                 fields.append(qworst[i])
             else:
                 fields.append(",".join(dict.fromkeys(field_of_byte(b) for b in keep)))
@@ -314,29 +324,8 @@ def cached_scorer(art: ModelArtifact, torch_threads: int) -> Scorer:
     return scorer
 
 
-def make_detect_udf(art: ModelArtifact, torch_threads: int, top_bytes: int):
-    """The Spark arrow UDF (prefix, proto, orig_bytes) -> DETECTION, null for flows nothing flagged.
-
-    Its closure holds the artifact (the weights' bytes and metadata): Spark ships it once per task
-    with the plan, with no SparkContext (so Spark Connect works too), and ``cached_scorer`` builds
-    the models once per worker. One UDF both scores and explains, so each flow crosses to Python
-    once and only flagged flows come back with text.
-    """
-    from pyspark.sql.functions import arrow_udf  # Spark only where Spark is used
-    from pyspark.sql.pandas.types import from_arrow_type
-
-    @arrow_udf(from_arrow_type(DETECTION))
-    def detect_udf(batches: Iterator[tuple[pa.Array, pa.Array, pa.Array]]) -> Iterator[pa.Array]:
-        scorer = cached_scorer(art, torch_threads)
-        for prefix, proto, orig_bytes in batches:
-            yield scorer.detect(prefix, proto, orig_bytes, top_bytes)
-
-    # Spark must not duplicate or reorder it around the filter on its output: run it once per row.
-    return detect_udf.asNondeterministic()
-
-
 SCORES = pa.struct([("loss", pa.float64()), ("reason", pa.int8()), ("qname_loss", pa.float64()),
-                    ("detector", pa.int8())])
+                    ("detector", pa.int8()), ("qname_key", pa.int64())])
 
 
 def make_score_udf(art: ModelArtifact, torch_threads: int):
@@ -352,6 +341,6 @@ def make_score_udf(art: ModelArtifact, torch_threads: int):
             v = scorer.score(prefix, proto, orig_bytes)
             yield pa.StructArray.from_arrays(
                 [pa.array(v.loss), pa.array(v.reason.astype(np.int8)), pa.array(v.qloss, mask=np.isnan(v.qloss)),
-                 pa.array(v.detector)], fields=list(SCORES))
+                 pa.array(v.detector), pa.array(np.asarray(v.qkey, np.uint64).view(np.int64))], fields=list(SCORES))
 
     return score_udf.asNondeterministic()

@@ -1,0 +1,126 @@
+"""Pair escalation (udfs/pairs.py) without Spark: its statistics against plain-Python references."""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from portprint.udfs import pairs
+
+ODD = 0.5  # odd threshold on the synthetic losses below
+
+
+def _exact_log10_sf(k: int, n: int, p: float) -> float:
+    """log10 P(X >= k), X ~ Binomial(n, p), summed with exact integers (math.comb)."""
+    total = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+    return math.log10(total) if total > 0 else -math.inf
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.3])
+def test_chernoff_bound_is_never_below_the_exact_binomial_tail(p):
+    for n in (1, 2, 5, 13, 40, 120):
+        for k in range(n + 1):
+            bound = float(pairs.log10_chernoff(np.array([k]), np.array([n]), p)[0])
+            assert bound >= _exact_log10_sf(k, n, p) - 1e-9, (k, n, p)
+            assert bound <= 0.0
+    # And it is not vacuous: 20 odd names out of 20 at p = 0.1 is below 1e-19.
+    assert pairs.log10_chernoff(np.array([20]), np.array([20]), 0.1)[0] < -19
+
+
+def _flows(rows: list[tuple[str, str, str, int, float]]):
+    date, src, dst, key, loss = zip(*rows, strict=True)
+    return (pa.array(date), pa.array(src), pa.array(dst), np.array(key, dtype=np.uint64),
+            np.array(loss, dtype=np.float64))
+
+
+flow = st.tuples(st.sampled_from(["2026-11-01", "2026-11-02"]), st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+                 st.sampled_from(["10.0.0.53", "203.0.113.9"]), st.integers(0, 12),
+                 st.sampled_from([0.1, 0.9, math.nan]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(flow, min_size=1, max_size=60), st.integers(1, 59))
+def test_evidence_counts_distinct_judged_names_per_pair(rows, cut):
+    # A name's loss follows from its key, as in the scorer.
+    rows = [(d, s, t, k, [0.1, 0.9, math.nan][k % 3]) for d, s, t, k, _ in rows]
+    names, odd = pairs.evidence(*_flows(rows), ODD)
+    want_names, want_odd = collections.defaultdict(set), set()
+    for d, s, t, k, loss in rows:
+        if not math.isnan(loss):
+            want_names[(d, s, t)].add(k)
+            if loss > ODD:
+                want_odd.add((d, s, t, k))
+    assert {(r["date"], r["src_ip"], r["dst_ip"]): r["names"] for r in names.to_pylist()} == {
+        p: len(v) for p, v in want_names.items()}
+    assert {(r["date"], r["src_ip"], r["dst_ip"], r["key"]) for r in odd.to_pylist()} == want_odd
+    # One slice in several pieces (a task's batches) gives the same evidence.
+    cut = min(cut, len(rows))
+    parts = [part for part in (rows[:cut], rows[cut:]) if part]
+    n1, o1 = pairs.summarize([pairs.distinct_names(*_flows(part), ODD) for part in parts])
+    assert sorted(n1.to_pylist(), key=str) == sorted(names.to_pylist(), key=str)
+    assert sorted(o1.to_pylist(), key=str) == sorted(odd.to_pylist(), key=str)
+    # Two slices (two tasks): names are summed per slice, odd names stay distinct.
+    per_task = [pairs.evidence(*_flows(part), ODD) for part in parts]
+    total = pairs.totals(pa.concat_tables([n for n, _ in per_task]), pa.concat_tables([o for _, o in per_task]))
+    per_slice, odd_pairs = collections.Counter(), collections.Counter(p[:3] for p in want_odd)
+    for part in parts:
+        seen = {(d, s, t, k) for d, s, t, k, loss in part if not math.isnan(loss)}
+        per_slice.update((d, s, t) for d, s, t, _ in seen)
+    got = {(r["date"], r["src_ip"], r["dst_ip"]): (r["names"], r["odd"]) for r in total.to_pylist()}
+    assert got == {p: (n, odd_pairs[p]) for p, n in per_slice.items()}
+    assert all(r["pairs_that_day"] == sum(p[0] == r["date"] for p in per_slice) for r in total.to_pylist())
+
+
+def _day(rng: np.random.Generator, genuine_pairs: int, tunnel_names: int) -> list[tuple[str, str, str, int, float]]:
+    """Genuine pairs whose names are odd with probability 0.1, and one tunnel pair of new odd names."""
+    rows = []
+    key = 0
+    for i in range(genuine_pairs):
+        for _ in range(int(rng.integers(5, 200))):
+            key += 1
+            loss = 0.9 if rng.random() < 0.1 else 0.1
+            rows += [("2026-11-01", f"10.1.{i // 250}.{i % 250}", "10.0.0.53", key, loss)] * int(rng.integers(1, 4))
+    for _ in range(tunnel_names):
+        key += 1
+        rows.append(("2026-11-01", "10.9.9.9", "198.51.100.7", key, 0.9 if rng.random() < 0.8 else 0.2))
+    return rows
+
+
+def test_a_tunnel_pair_is_escalated_and_genuine_pairs_are_not():
+    rng = np.random.default_rng(7)
+    rows = _day(rng, genuine_pairs=400, tunnel_names=60)
+    chosen = pairs.escalate(pairs.totals(*pairs.evidence(*_flows(rows), ODD)), 0.1, 0.5, 0.01)
+    assert [(r["src_ip"], r["dst_ip"]) for r in chosen.to_pylist()] == [("10.9.9.9", "198.51.100.7")]
+
+
+def test_escalation_needs_both_the_share_and_the_significance():
+    t = pa.table({"date": ["d"] * 3, "src_ip": ["a", "b", "c"], "dst_ip": ["x"] * 3,
+                  "names": [2, 1000, 10], "odd": [2, 300, 10], "pairs_that_day": [3, 3, 3]}).cast(pairs.TOTALS)
+    got = pairs.escalate(t, 0.1, 0.5, 0.01)
+    # a: all odd, but two names could be chance; b: significant but 30% odd (a busy resolver); c: both.
+    assert got["src_ip"].to_pylist() == ["c"]
+    # A stricter share bar or a day with far more pairs (Bonferroni) lets c pass no more.
+    assert pairs.escalate(t, 0.1, 1.01, 0.01).num_rows == 0
+    many = t.set_column(t.schema.get_field_index("pairs_that_day"), "pairs_that_day", pa.array([10**9] * 3))
+    assert pairs.escalate(many, 0.1, 0.5, 0.01).num_rows == 0
+
+
+def test_in_an_escalated_pair_odd_and_once_asked_names_are_flagged():
+    rows = [
+        ("d", "h", "ns", 1, 0.9), ("d", "h", "ns", 1, 0.9),  # odd, asked twice: flagged both times
+        ("d", "h", "ns", 2, 0.1),                            # ordinary, asked once: new data, flagged
+        ("d", "h", "ns", 3, 0.1), ("d", "h", "ns", 3, 0.1),  # ordinary and repeated (the NS lookup): not
+        ("d", "h", "ns", 4, math.nan),                       # not judged: not
+        ("d", "other", "ns", 5, 0.9),                        # odd, but not an escalated pair: not
+        ("e", "h", "ns", 6, 0.9),                            # the same hosts on another date: not
+    ]
+    chosen = pa.table({"date": ["d"], "src_ip": ["h"], "dst_ip": ["ns"]})
+    got = pairs.pair_flags(*_flows(rows), ODD, chosen)
+    assert got.tolist() == [True, True, True, False, False, False, False, False]
+    assert not pairs.pair_flags(*_flows(rows), ODD, chosen.slice(0, 0)).any()
