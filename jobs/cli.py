@@ -74,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("score", help="score archive dates and write the anomalies and runs Delta tables",
-                       description="Score every port-53 flow of the dates in range. A date's anomalies are "
-                                   "replaced in one Delta commit, so reruns never duplicate rows.")
+                       description="Score every port-53 flow of the dates in range with the header rule, the "
+                                   "header model and the question model; then judge each day's client-server "
+                                   "pairs together (qname-pair: a day of mostly odd, new names to one server is "
+                                   "a tunnel). A date's anomalies are replaced in one Delta commit, so reruns "
+                                   "never duplicate rows.")
     p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
