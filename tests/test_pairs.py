@@ -124,3 +124,16 @@ def test_in_an_escalated_pair_odd_and_once_asked_names_are_flagged():
     got = pairs.pair_flags(*_flows(rows), ODD, chosen)
     assert got.tolist() == [True, True, True, False, False, False, False, False]
     assert not pairs.pair_flags(*_flows(rows), ODD, chosen.slice(0, 0)).any()
+
+
+@pytest.mark.parametrize("pairs_conf, message", [
+    ({"odd_rate": 0.6}, "pairs.odd_rate"),
+    ({"min_share": 0.05}, "pairs.min_share"),
+    ({"alpha": 0}, "pairs.alpha"),
+    ({"typo": 1}, "typo"),
+])
+def test_pair_settings_are_checked_when_the_configuration_loads(pairs_conf, message):
+    from portprint.jobs.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", overrides={"pairs": pairs_conf})

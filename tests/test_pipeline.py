@@ -221,3 +221,29 @@ def test_names_asked_on_both_training_days_are_known_and_never_judged(archive, l
     # Tunnel names never recur, so none of them is known: the question model judges every one.
     tunnel = [i for i, f in enumerate(flows["flow_id"].to_pylist()) if labels[f] in TUNNEL_LABELS]
     assert tunnel and not np.isnan(v.qloss[tunnel]).any()
+
+
+def test_escalated_pairs_judged_from_candidates_or_read_again_agree(spark, cfg, archive, labels, model, tmp_path):
+    """An escalated pair is judged from the candidate flows the first pass kept, or, where some slice did
+    not keep them, from its flows read again (by the workers, or by Spark's reader): the same flags."""
+    from dataclasses import replace
+
+    from pyspark.sql import functions as F
+
+    from portprint.jobs import row_groups
+    from portprint.jobs.archive import plan_archive
+    from portprint.jobs.score import escalated_pairs, load_model, pair_pass
+
+    art = load_model(model)
+    plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)
+    staged = str(tmp_path / "stage")
+    (row_groups.detect_row_groups(spark, plan, cfg, art, "r", 0)
+     .where(F.col(row_groups.KIND) != row_groups.COUNTS).select(*row_groups.STAGED).write.parquet(staged))
+    pairs = escalated_pairs(spark, staged, art, cfg)
+    assert pairs.num_rows >= len(DAYS) and all(pairs["covered"].to_pylist())
+    again = pairs.set_column(pairs.schema.get_field_index("covered"), "covered", pa.array([False] * pairs.num_rows))
+    spark_reader = replace(cfg, spark=replace(cfg.spark, python_reader=False))
+    got = [sorted(pair_pass(spark, c, art, plan, p, staged, "r", 0).toArrow()["flow_id"].to_pylist())
+           for c, p in ((cfg, pairs), (cfg, again), (spark_reader, again))]
+    assert got[0] and got[0] == got[1] == got[2]
+    assert {labels[f] for f in got[0]} <= set(TUNNEL_LABELS)
