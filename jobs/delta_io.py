@@ -78,21 +78,12 @@ def date_predicate(dates: Iterable[str]) -> str:
     return f"date IN ({quoted})"
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
+    """Is this a path on the driver's filesystem (plain or file:)?"""
     return "://" not in path or path.startswith("file:")
 
 
-def is_local(path: str) -> bool:
-    """Is this a path on the driver's filesystem (plain or file:)?"""
-    return _is_local(path)
-
-
 def local_path(path: str) -> str:
-    """The filesystem path of a local URI."""
-    return _local(path)
-
-
-def _local(path: str) -> str:
     """A filesystem path for a local URI (file:/x, file:///x) or plain path."""
     return "/" + path[len("file:"):].lstrip("/") if path.startswith("file:") else path
 
@@ -122,7 +113,7 @@ def replace_dates(spark: SparkSession, staged: str | pa.Table, table: str, schem
         batches = iter(staged.select(schema.names).cast(schema).to_batches(batch_rows))
     else:
         # Stream the staged files batch by batch: the driver never holds more than one batch.
-        dataset = ds.dataset(_local(staged), format="parquet") if has_parquet(staged) else None
+        dataset = ds.dataset(local_path(staged), format="parquet") if has_parquet(staged) else None
         # Only the table's columns: staging may carry bookkeeping columns beside them.
         where = (ds.field(kind[0]) == kind[1]) if kind and dataset and kind[0] in dataset.schema.names else None
         batches = ((b.select(schema.names).cast(schema)
@@ -133,7 +124,7 @@ def replace_dates(spark: SparkSession, staged: str | pa.Table, table: str, schem
 
 
 def has_parquet(path: str) -> bool:
-    root = _local(path)
+    root = local_path(path)
     return os.path.isdir(root) and any(f.endswith(".parquet") for f in os.listdir(root))
 
 
@@ -150,16 +141,16 @@ def append(spark: SparkSession, rows: pa.Table, table: str, writer: str) -> None
 
 def remove_folder(path: str) -> None:
     """Remove a local staging folder (remote staging is left to the storage's lifecycle rules)."""
-    if _is_local(path):
-        shutil.rmtree(_local(path), ignore_errors=True)
+    if is_local(path):
+        shutil.rmtree(local_path(path), ignore_errors=True)
 
 
 def table_exists(table: str, spark: SparkSession | None = None) -> bool:
     """Does the Delta table exist yet? (A first run reads runs and the pattern tables before writing them.)"""
     if is_table_name(table):
         return spark is not None and spark.catalog.tableExists(table)
-    if _is_local(table):
-        return os.path.isdir(os.path.join(_local(table), "_delta_log"))
+    if is_local(table):
+        return os.path.isdir(os.path.join(local_path(table), "_delta_log"))
     if spark is None:
         return True
     try:  # a cloud URI: ask Spark's Delta reader (works on Spark Connect too)
@@ -193,7 +184,7 @@ def read_table(spark: SparkSession, table: str, schema: pa.Schema, writer: str) 
     files = dt.file_uris()
     if not files:
         return spark.createDataFrame([], sschema)
-    df = spark.read.option("basePath", _local(table)).parquet(*files)
+    df = spark.read.option("basePath", local_path(table)).parquet(*files)
     return df.select(*[df[f.name].cast(f.dataType).alias(f.name) for f in sschema.fields])
 
 

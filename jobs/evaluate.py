@@ -96,7 +96,7 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
     # Every in-scope flow is scored, labelled or not: pair escalation judges a pair's whole day, as
     # `score` does. The labels are joined afterwards.
     scored = add_scores(flows_df.where(scope_condition(cfg.scope) & has_payload()), score_udf)
-    every = scored.select("flow_id", "date", "src_ip", "dst_ip", "loss", "reason", "qname_loss",
+    every = scored.select("flow_id", "date", "src_ip", "dst_ip", "loss", "reason", "qname_loss", "detector_code",
                           "qname_key").toArrow()
     qloss_all = pc.fill_null(every["qname_loss"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
     pair_all = None
@@ -119,10 +119,8 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
     }
     qloss = table["_qloss"].to_numpy()
     rule = table["reason"].to_numpy() > 1
-    model = table["loss"].to_numpy() > art.meta.threshold
     # Pair escalation adds only flows no per-flow detector flagged, as in `score`.
-    with np.errstate(invalid="ignore"):
-        per_flow = rule | model | (qloss > (art.meta.qname.get("threshold", np.inf) if art.has_qname else np.inf))
+    per_flow = table["detector_code"].to_numpy() > 0
     result = Scored(table["flow_id"].to_numpy(zero_copy_only=False).astype(str),
                     table["label"].to_numpy(zero_copy_only=False).astype(str),
                     table["loss"].to_numpy(), rule, skipped,

@@ -160,30 +160,11 @@ class _Reader:
             raw = raw.filter(rows)
         return pa.table({c: raw.column(self.names[c]).cast(FLOW_TYPES[c]) for c in columns})
 
-    def pairs_in(self, path: str, rg: int, srcs: set[str], dsts: set[str], pairs: list[str]) -> pa.Array | None:
-        """Which rows of a row group belong to one of ``pairs`` ("src\\0dst"); None if none does. The two
-        address columns are read as dictionaries, so the test runs on each distinct address once."""
-        cols = [self.names["src_ip"], self.names["dst_ip"]]
-        try:
-            raw = pq.ParquetFile(path, read_dictionary=cols).read_row_group(rg, columns=cols)
-        except (OSError, pa.ArrowException) as exc:
-            raise RuntimeError(f"{READ_FAILED} {path} (row group {rg}): {exc}") from None
-        masks = []
-        for col, values in zip(cols, (srcs, dsts), strict=True):
-            arr = raw.column(col).combine_chunks()
-            if pa.types.is_dictionary(arr.type):
-                known = pc.is_in(arr.dictionary.cast(pa.string()), value_set=pa.array(sorted(values), pa.string()))
-                masks.append(pc.fill_null(pc.take(known, arr.indices), False))
-            else:
-                masks.append(pc.fill_null(pc.is_in(arr.cast(pa.string()), value_set=pa.array(sorted(values))), False))
-        maybe = pc.and_(masks[0], masks[1])
-        if not pc.any(maybe).as_py():
-            return None
-        # Both addresses are wanted: check that they are wanted together.
-        src = raw.column(cols[0]).combine_chunks().cast(pa.string())
-        dst = raw.column(cols[1]).combine_chunks().cast(pa.string())
-        both = pc.binary_join_element_wise(src, dst, "\x00")
-        hit = pc.and_(maybe, pc.fill_null(pc.is_in(both, value_set=pa.array(pairs, pa.string())), False))
+    def pairs_in(self, path: str, rg: int, pairs: list[str]) -> pa.Array | None:
+        """Which rows of a row group belong to one of ``pairs`` ("src\\0dst"); None if none does."""
+        ips = self.read(path, rg, ("src_ip", "dst_ip"))
+        both = pc.binary_join_element_wise(ips["src_ip"], ips["dst_ip"], "\x00")
+        hit = pc.fill_null(pc.is_in(both, value_set=pa.array(pairs, pa.string())), False)
         return hit if pc.any(hit).as_py() else None
 
     def scoped(self, t: pa.Table) -> pa.Table:
@@ -223,17 +204,13 @@ def _scan(tasks: list[list[tuple[str, int, str]]], art: ModelArtifact, cfg: Conf
 
 def pair_rows(spark: SparkSession, plan: ArchivePlan, cfg: Config, pairs: pa.Table) -> DataFrame | None:
     """The escalated pairs' in-scope flows with a payload (ROWS), read again by the workers: each row
-    group's two address columns first, the rest only where a pair matches."""
+    group's two address columns first, the rest only where a pair is in it."""
     tasks = _tasks(plan, cfg.spark.rows_per_task)
     if not tasks:
         return None
     wanted: dict[str, list[str]] = {}
-    srcs: dict[str, set[str]] = {}
-    dsts: dict[str, set[str]] = {}
     for r in pairs.select(list(PAIR)).to_pylist():
         wanted.setdefault(r["date"], []).append(f"{r['src_ip']}\x00{r['dst_ip']}")
-        srcs.setdefault(r["date"], set()).add(r["src_ip"])
-        dsts.setdefault(r["date"], set()).add(r["dst_ip"])
     reader = _Reader(cfg)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -241,7 +218,7 @@ def pair_rows(spark: SparkSession, plan: ArchivePlan, cfg: Config, pairs: pa.Tab
             for path, rg, date in (item for i in batch.column(0).to_pylist() for item in tasks[i]):
                 if date not in wanted:
                     continue
-                hit = reader.pairs_in(path, rg, srcs[date], dsts[date], wanted[date])
+                hit = reader.pairs_in(path, rg, wanted[date])
                 if hit is None:
                     continue
                 rows = reader.with_payload(reader.scoped(reader.read(path, rg, ROWS[:-1], hit)), date)
