@@ -14,11 +14,11 @@ import json
 import os
 import tempfile
 
-from portprint.jobs.config import load_config
+from portprint.conf.config import load_config
+from portprint.jobs.engine.session import build_session
 from portprint.jobs.evaluate import run_evaluate
 from portprint.jobs.ingest import ingest
 from portprint.jobs.sample import write_sample
-from portprint.jobs.session import build_session
 from portprint.jobs.train import run_train
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 OUT_JSON = Path(__file__).resolve().parent / "out" / "score_throughput.json"
@@ -269,7 +270,7 @@ def start_spark(cfg: Any) -> tuple[Any, dict[str, float]]:
     imported torch and loaded the numba kernels. Returns (session, timings)."""
     from pyspark.sql.functions import arrow_udf
 
-    from portprint.jobs.session import build_session
+    from portprint.jobs.engine.session import build_session
 
     t0 = time.monotonic()
     spark = build_session(cfg)
@@ -311,91 +312,57 @@ def spark_pass(spark: Any, cfg: Any, archive: Path, model_dir: Path, warehouse: 
 # Plain pass: one process, pyarrow + the same Scorer (run in a fresh interpreter by the parent)
 # ---------------------------------------------------------------------------------------------------
 
-READ_COLUMNS = ["proto", "src_port", "dst_port", "orig_payload_prefix", "orig_bytes", "flow_id", "ts", "src_ip",
-                "dst_ip"]
-
-
 def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[str, Any]:
-    """Read, filter, score, explain and write the flagged flows, with no Spark; return the counts."""
+    """The same Source reader, Detect and Escalate as the Spark job (udfs/detect.py, udfs/escalate.py), row group
+    by row group in this one process, with no Spark; write the flagged flows' ids and return the counts."""
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
     import pyarrow.parquet as pq
     import torch
 
-    from portprint.jobs.archive import plan_archive
-    from portprint.jobs.row_groups import pair_detect, pairs_on
-    from portprint.jobs.score import load_model
-    from portprint.jobs.tables import ANOMALIES
-    from portprint.udfs import pairs
-    from portprint.udfs.scoring import Scorer, anomaly_table
+    from portprint.jobs.archive.plan import plan_archive
+    from portprint.jobs.archive.rowgroups import Reader, tasks
+    from portprint.udfs import escalate
+    from portprint.udfs.detect import detect_tables, pairs_on
+    from portprint.udfs.schemas import ANOMALY, CANDIDATE, COUNTS, EVIDENCE, FLOW_COLUMNS, KIND, OUT
+    from portprint.udfs.scoring import load_model
 
     if cfg.archive.prefix_encoding != "binary":
         raise SystemExit("the plain pass reads binary prefixes only")
-    torch.set_num_threads(2)  # one process on 2 cores
     art = load_model(model_dir)
-    meta = art.meta
-    scorer = Scorer(art)
-    tiny = (pa.array([b"\0" * 12 + b"\x01a\x00\x00\x01"], pa.binary()), pa.array([17], pa.int8()),
-            pa.array([17], pa.int64()))
-    scorer.score(*tiny)  # load the numba kernels before the clock starts, as the Spark workers have
-    scorer.explain(*tiny, cfg.output.top_bytes)
+    detect = detect_tables(art, cfg, "plain", 0)
+    torch.set_num_threads(2)  # one process on 2 cores (detect_tables' scorer cache set 1 for Spark tasks)
+    tiny = pa.table({"flow_id": ["w"], "ts": pa.array([0], pa.timestamp("us", tz="UTC")), "src_ip": ["a"],
+                     "dst_ip": ["b"], "src_port": pa.array([1], pa.int32()), "dst_port": pa.array([53], pa.int32()),
+                     "proto": pa.array([17], pa.int32()), "orig_payload_prefix": [b"\0" * 12 + b"\x01a\x00\x00\x01"],
+                     "orig_bytes": pa.array([17], pa.int64()), "date": ["2000-01-01"]})
+    list(detect(iter([tiny])))  # load the numba kernels before the clock starts, as the Spark workers have
+    torch.set_num_threads(2)
 
     with CpuUse() as cpu:
         t0 = time.monotonic()
-        names, scope = asdict(cfg.archive.columns), cfg.scope
         plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)  # the files Spark reads
-        dataset = ds.dataset(plan.all_files(), format="parquet", partitioning="hive", partition_base_dir=archive)
-        col = {c: ds.field(names[c]) for c in READ_COLUMNS}
-        responder, initiator = col["dst_port"].isin(scope.ports), col["src_port"].isin(scope.ports)
-        side = {"responder": responder, "initiator": initiator, "either": responder | initiator}[scope.match]
-        prefix = col["orig_payload_prefix"]
-        scanner_filter = col["proto"].isin(scope.protocols) & side & prefix.is_valid() & (pc.binary_length(prefix) > 0)
-        scanner = dataset.scanner(
-            columns={**col, "date": ds.field(names["date"])},  # renamed to the contract's names
-            filter=scanner_filter,
-            batch_size=cfg.spark.arrow_batch_rows,
-            use_threads=True,
-        )
-        flagged: list[pa.Table] = []
-        pieces: list[pa.Table] = []
-        scored = 0
-        use_pairs = pairs_on(art, cfg)
-        odd_threshold = float(meta.qname.get("odd_threshold", "nan"))
-        for batch in scanner.to_batches():
-            if batch.num_rows == 0:
-                continue
-            scored += batch.num_rows
-            pfx, proto, orig = batch.column("orig_payload_prefix"), batch.column("proto"), batch.column("orig_bytes")
-            v = scorer.score(pfx, proto, orig)
-            if use_pairs:
-                pieces.append(pairs.distinct_names(batch.column("date"), batch.column("src_ip"), batch.column("dst_ip"),
-                                                   v.qkey, v.qloss, odd_threshold))
-            found = scorer.detect(pfx, proto, orig, cfg.output.top_bytes, v)
-            mask = found.is_valid()
-            if found.null_count < len(found):
-                rows = pa.Table.from_batches([batch]).filter(mask)
-                flagged.append(anomaly_table(rows, found.filter(mask), meta, cfg.scope.ports, "plain",
-                                             time.time_ns() // 1000))
-        if use_pairs:
-            # Pair escalation, as the job does it: evidence per pair, then the escalated pairs read again.
-            chosen = pairs.escalate(pairs.totals(*pairs.summarize(pieces)), meta.qname["odd_rate"],
-                                    cfg.pairs.min_share, cfg.pairs.alpha)
+        reader = Reader(cfg)
+        work = [item for task in tasks(plan, cfg.spark.rows_per_task) for item in task]
+        out = pa.Table.from_batches(list(detect(reader.scoped(p, rg, d) for p, rg, d in work)), schema=OUT)
+        kinds = out[KIND]
+        flagged = [out.filter(pc.equal(kinds, ANOMALY))]
+        counts = out.filter(pc.equal(kinds, COUNTS))
+        if pairs_on(art, cfg):
+            ev = out.filter(pc.equal(kinds, EVIDENCE)).select(["date", "src_ip", "dst_ip", "_names", "_odd", "_kept"])
+            chosen = escalate.decide(escalate.merge(ev.rename_columns(escalate.EVIDENCE.names)),
+                                     art.meta.qname["odd_rate"], cfg.pairs.min_share, cfg.pairs.alpha)
             if chosen.num_rows:
-                again = dataset.scanner(columns={**col, "date": ds.field(names["date"])},
-                                        filter=scanner_filter & col["src_ip"].isin(chosen["src_ip"])
-                                        & col["dst_ip"].isin(chosen["dst_ip"])).to_table()
-                detect = pair_detect(art, cfg, "plain", time.time_ns() // 1000)
-                for key in chosen.select(list(pairs.PAIR)).to_pylist():
-                    one = again.filter((pc.field("date") == key["date"]) & (pc.field("src_ip") == key["src_ip"])
-                                       & (pc.field("dst_ip") == key["dst_ip"]))
-                    found_pairs = detect(one)
-                    if found_pairs.num_rows:
-                        flagged.append(found_pairs.select(ANOMALIES.names))
-        out = pa.concat_tables(flagged) if flagged else None
-        if out is not None:
-            pq.write_table(out, out_file)
+                # One slice: every escalated pair is covered by its candidates, as most are in the Spark job.
+                pairs = chosen.select(list(escalate.PAIR))
+                cand = out.filter(pc.equal(kinds, CANDIDATE)).join(pairs, list(escalate.PAIR), join_type="left semi")
+                rows = cand.rename_columns([{"_prefix": "orig_payload_prefix", "_orig_bytes": "orig_bytes"}.get(c, c)
+                                            for c in cand.column_names]).select(list(FLOW_COLUMNS))
+                flagged.append(escalate.judge(rows, art, cfg, "plain", 0))
+        found = pa.concat_tables(flagged)
+        pq.write_table(found.select(["flow_id", "detector"]), out_file)
         seconds = time.monotonic() - t0
-    return {"seconds": seconds, "flows_scored": scored, "anomalies": 0 if out is None else out.num_rows,
+    scored = int(pc.sum(counts["_scoped"]).as_py() or 0) - int(pc.sum(counts["_skipped"]).as_py() or 0)
+    return {"seconds": seconds, "flows_scored": scored, "anomalies": found.num_rows,
             "cpu_s": cpu.own_s, "foreign_cpu_share": cpu.foreign_share, "peak_rss_self": _own_peak_rss(),
             "torch_threads": torch.get_num_threads()}
 
@@ -547,9 +514,15 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
+def _spark_flagged(warehouse: Path) -> list[str]:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(warehouse / "anomalies")).to_pyarrow_table(columns=["flow_id"])["flow_id"].to_pylist()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from portprint.jobs.config import load_config
+    from portprint.conf.config import load_config
 
     if args.plain_pass:  # the child process of the plain pass
         cfg = load_config("local", overrides=json.loads(args.overrides))
@@ -590,14 +563,18 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_quiet(args.quiet_wait, log=log)
             log(f"plain: single-process pass ({i + 1}/{args.repeat})")
             plain_runs.append(run_plain_subprocess(archive, model_dir, work / "plain-anomalies.parquet", overrides))
+        spark_ids = set(_spark_flagged(work / "warehouse"))
+        plain_ids = set(pq.read_table(work / "plain-anomalies.parquet")["flow_id"].to_pylist())
     finally:
         if not args.keep and not args.out:
             shutil.rmtree(work, ignore_errors=True)
 
     sp, plain = _best(spark_runs), _best(plain_runs)
-    if plain["flows_scored"] != sp["flows_scored"] or plain["anomalies"] != sp["anomalies"]:
-        log(f"WARNING: the passes disagree: spark scored {sp['flows_scored']} flagged {sp['anomalies']}, "
-            f"plain scored {plain['flows_scored']} flagged {plain['anomalies']}")
+    # The two passes run the same Detect and Escalate: they must flag the same flows, or the ratio means nothing.
+    if spark_ids != plain_ids or plain["flows_scored"] != sp["flows_scored"]:
+        raise SystemExit(f"the passes disagree: spark scored {sp['flows_scored']} and flagged {len(spark_ids)} flows, "
+                         f"plain scored {plain['flows_scored']} and flagged {len(plain_ids)}; "
+                         f"{len(spark_ids ^ plain_ids)} flow ids differ")
     spark_rate, plain_rate = sp["flows_scored"] / sp["seconds"], plain["flows_scored"] / plain["seconds"]
     ratio = spark_rate / plain_rate
     result = Result(

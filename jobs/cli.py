@@ -131,9 +131,9 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `portprint` console script."""
     args = build_parser().parse_args(argv)
-    from portprint.jobs.archive import ArchiveError
-    from portprint.jobs.config import ConfigError, load_config
-    from portprint.jobs.session import EnvironmentProblem
+    from portprint.conf.config import ConfigError, load_config
+    from portprint.jobs.archive.plan import ArchiveError
+    from portprint.jobs.engine.session import EnvironmentProblem
     from portprint.models.artifact import ModelError
 
     try:
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(args)
         if args.command == "threshold":
             return _threshold(args)
-        from portprint.jobs.session import build_session
+        from portprint.jobs.engine.session import build_session
 
         spark = build_session(cfg)
         return {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate}[args.command](spark, cfg, args)

@@ -1,10 +1,13 @@
-"""`portprint evaluate`: how good the detectors are on labelled flows, side by side, with a report."""
+"""`portprint evaluate`: how good the detectors are on labelled flows, side by side, with a report. Called by
+jobs/cli.py; it runs the same Source, Detect and Escalate as `score` (jobs/engine/pipeline.py), keeping every
+scored flow's losses."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,11 +19,11 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from portprint.jobs.archive import ArchiveError, plan_archive, read_archive
-from portprint.jobs.config import Config
-from portprint.jobs.row_groups import pairs_on
-from portprint.jobs.score import load_model
-from portprint.jobs.transforms import add_scores, canonical, has_payload, scope_condition
+from portprint.conf.config import Config
+from portprint.jobs.archive import ArchiveError, open_source
+from portprint.jobs.archive.spark import canonical, read_archive, scope_condition
+from portprint.jobs.engine import pipeline
+from portprint.jobs.warehouse import Stage
 from portprint.models.metrics import (
     BENIGN,
     NOT_SCORED,
@@ -31,8 +34,9 @@ from portprint.models.metrics import (
     roc_auc,
     roc_curve,
 )
-from portprint.udfs import pairs
-from portprint.udfs.scoring import make_score_udf
+from portprint.udfs.detect import pairs_on
+from portprint.udfs.schemas import ANOMALY, FIRED, SCORES
+from portprint.udfs.scoring import load_model
 
 TARGETS = (1e-2, 1e-3, 1e-4)
 
@@ -47,11 +51,21 @@ class Scored:
     flow_id: np.ndarray
     label: np.ndarray
     loss: np.ndarray
-    rule: np.ndarray
+    rule: np.ndarray  # each per-flow detector fired, on its own (udfs/scoring.py Scorer.fired)
     skipped: dict[str, int]
     qloss: np.ndarray | None = None  # NaN where the question model does not judge; None without one
     category: np.ndarray | None = None  # labels' optional `category` column ("" where absent)
-    pair: np.ndarray | None = None  # flagged by pair escalation (udfs/pairs.py); None when it is off
+    pair: np.ndarray | None = None  # flagged by pair escalation (udfs/escalate.py); None when it is off
+    model: np.ndarray | None = None
+    qmodel: np.ndarray | None = None
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """What `score` writes to `anomalies`: any detector fired."""
+        out = self.rule | self.model
+        if self.qmodel is not None:
+            out = out | self.qmodel
+        return out | self.pair if self.pair is not None else out
 
 
 def read_labels(path: str) -> pa.Table:
@@ -77,57 +91,50 @@ def read_labels(path: str) -> pa.Table:
 
 def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Table, model_dir: str,
                    start: str | None, end: str | None) -> tuple[Scored, object]:
-    """Score the labelled flows the scorer would score, with the same UDF and the same decision."""
+    """Score the archive's in-scope flows exactly as `score` does (the same Source, Detect and Escalate), keep
+    every flow's losses, and join the labels. Pair escalation judges a pair's whole day, so every in-scope flow
+    of the range is scored, labelled or not."""
     art = load_model(model_dir)
-    cols = cfg.archive.columns
-    plan = plan_archive(flows, cols, cfg.archive.prefix_encoding, start, end)
-    raw = read_archive(spark, plan, cols)
-    if raw is None:
-        raise ArchiveError(f"no flow files in {flows} for {plan.dates[0]}..{plan.dates[-1]}")
-    flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
-    joined = flows_df.join(spark.createDataFrame(labels), "flow_id")
-    joined = joined.withColumn("_scope", scope_condition(cfg.scope)).withColumn("_payload", has_payload())
-    counts = joined.agg(
-        F.count(F.lit(1)).alias("matched"),
-        F.sum(F.when(~F.col("_scope"), 1).otherwise(0)).alias("filtered_port"),
-        F.sum(F.when(F.col("_scope") & ~F.col("_payload"), 1).otherwise(0)).alias("no_payload"),
-    ).collect()[0]
-    score_udf = make_score_udf(art, cfg.spark.torch_threads_per_task)
-    # Every in-scope flow is scored, labelled or not: pair escalation judges a pair's whole day, as
-    # `score` does. The labels are joined afterwards.
-    scored = add_scores(flows_df.where(scope_condition(cfg.scope) & has_payload()), score_udf)
-    every = scored.select("flow_id", "date", "src_ip", "dst_ip", "loss", "reason", "qname_loss", "detector_code",
-                          "qname_key").toArrow()
-    qloss_all = pc.fill_null(every["qname_loss"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
-    pair_all = None
-    if pairs_on(art, cfg):
-        q = art.meta.qname
-        keys = every["qname_key"].to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
-        names, odd = pairs.evidence(every["date"], every["src_ip"], every["dst_ip"], keys, qloss_all,
-                                    q["odd_threshold"])
-        chosen = pairs.escalate(pairs.totals(names, odd), q.get("odd_rate", cfg.pairs.odd_rate), cfg.pairs.min_share,
-                                cfg.pairs.alpha)
-        pair_all = pairs.pair_flags(every["date"], every["src_ip"], every["dst_ip"], keys, qloss_all,
-                                    q["odd_threshold"], chosen)
-    every = every.append_column("_qloss", pa.array(qloss_all)).append_column(
-        "_pair", pa.array(pair_all if pair_all is not None else np.zeros(every.num_rows, bool)))
+    source = open_source(spark, cfg, flows, start, end)
+    with tempfile.TemporaryDirectory(prefix="portprint-evaluate-") as tmp:
+        stage = Stage(spark, os.path.join(tmp, "stage"))
+        pipeline.detect(source, art, cfg, "evaluate", 0, stage, scores=True)
+        pipeline.escalate(source, art, cfg, "evaluate", 0, stage)
+        every = stage.table((SCORES,), ["flow_id", "loss", "qname_loss", FIRED])
+        pair_ids = stage.table((ANOMALY,), ["flow_id", "detector"])
+    pair_ids = pair_ids.filter(pc.equal(pair_ids["detector"], "qname-pair"))["flow_id"]
+    every = every.append_column("_pair", pc.is_in(every["flow_id"], value_set=pair_ids))
     table = every.join(labels, "flow_id", join_type="inner", use_threads=False).sort_by("flow_id")
-    skipped = {
-        "not_in_archive_range": labels.num_rows - int(counts["matched"]),
-        "filtered_port": int(counts["filtered_port"] or 0),
-        "no_payload": int(counts["no_payload"] or 0),
-    }
-    qloss = table["_qloss"].to_numpy()
-    rule = table["reason"].to_numpy() > 1
-    # Pair escalation adds only flows no per-flow detector flagged, as in `score`.
-    per_flow = table["detector_code"].to_numpy() > 0
+    fired = table[FIRED].to_numpy()
+    qloss = pc.fill_null(table["qname_loss"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
     result = Scored(table["flow_id"].to_numpy(zero_copy_only=False).astype(str),
                     table["label"].to_numpy(zero_copy_only=False).astype(str),
-                    table["loss"].to_numpy(), rule, skipped,
+                    table["loss"].to_numpy(), (fired & 1) > 0, _skipped(spark, cfg, source.plan, labels),
                     qloss if art.has_qname else None,
                     table["category"].to_numpy(zero_copy_only=False).astype(str),
-                    table["_pair"].to_numpy() & ~per_flow if pair_all is not None else None)
+                    # Pair escalation adds only flows no per-flow detector flagged, as in `score`.
+                    table["_pair"].to_numpy(zero_copy_only=False) if pairs_on(art, cfg) else None,
+                    (fired & 2) > 0, (fired & 4) > 0 if art.has_qname else None)
     return result, art
+
+
+def _skipped(spark: SparkSession, cfg: Config, plan, labels: pa.Table) -> dict[str, int]:
+    """Why labelled flows were not scored: outside the archive's range, out of scope, or without a payload."""
+    cols = cfg.archive.columns
+    raw = read_archive(spark, plan, cols)
+    if raw is None:
+        return {"not_in_archive_range": labels.num_rows, "filtered_port": 0, "no_payload": 0}
+    flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
+    joined = flows_df.join(spark.createDataFrame(labels.select(["flow_id"])), "flow_id")
+    scope = scope_condition(cfg.scope)
+    payload = F.col("orig_payload_prefix").isNotNull() & (F.length("orig_payload_prefix") > 0)
+    counts = joined.agg(
+        F.count(F.lit(1)).alias("matched"),
+        F.sum(F.when(~scope, 1).otherwise(0)).alias("filtered_port"),
+        F.sum(F.when(scope & ~payload, 1).otherwise(0)).alias("no_payload"),
+    ).collect()[0]
+    return {"not_in_archive_range": labels.num_rows - int(counts["matched"]),
+            "filtered_port": int(counts["filtered_port"] or 0), "no_payload": int(counts["no_payload"] or 0)}
 
 
 def _upper95(flagged: int, n: int) -> float:
@@ -148,12 +155,12 @@ def _by_category(cat: np.ndarray, flags: np.ndarray) -> dict:
 
 def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -> dict:
     """Everything evaluation.json holds, for the combined decision and for each detector alone."""
-    model = s.loss > threshold
-    has_q = s.qloss is not None and qname_threshold is not None
+    model = s.model
+    has_q = s.qmodel is not None and qname_threshold is not None
     qloss = np.nan_to_num(s.qloss, nan=0.0) if has_q else np.zeros(len(s.loss))
-    qmodel = qloss > qname_threshold if has_q else np.zeros(len(s.loss), bool)
+    qmodel = s.qmodel if has_q else np.zeros(len(s.loss), bool)
     pair = s.pair if s.pair is not None else np.zeros(len(s.loss), bool)
-    combined = model | s.rule | qmodel | pair
+    combined = s.flagged
     benign, attack, tunnel = s.label == BENIGN, attack_mask(s.label), s.label == TUNNEL
     category = s.category if s.category is not None else np.full(len(s.label), "")
     hard = benign & ~np.isin(category, ["", ORDINARY])

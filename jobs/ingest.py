@@ -25,7 +25,7 @@ import dpkt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from portprint.jobs.tables import FLOWS
+from portprint.jobs.warehouse.tables import FLOWS
 
 PREFIX_LEN = 64
 # Arkime's default tcpTimeout: an open TCP connection silent this long is considered gone.

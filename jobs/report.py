@@ -12,8 +12,8 @@ import re
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from portprint.jobs.archive import parse_date
-from portprint.udfs.scoring import DETECTORS
+from portprint.jobs.archive.plan import parse_date
+from portprint.udfs.schemas import DETECTORS
 
 TREND_COLUMNS = ("date", "anomalies", "moving_avg", "band_low", "band_high", "outside_band")
 HUNT_COLUMNS = ("date", "ts", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "matched_side", "detector",

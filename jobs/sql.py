@@ -1,13 +1,14 @@
-"""Register the warehouse's Delta tables as Spark SQL views for analysts."""
+"""`portprint sql`: register the warehouse's Delta tables as Spark SQL views for analysts. Called by jobs/cli.py
+and the notebooks."""
 
 from __future__ import annotations
 
 from pyspark.sql import SparkSession
 
-from portprint.jobs import delta_io
-from portprint.jobs.config import Config
-from portprint.jobs.score import table_paths
-from portprint.jobs.tables import ANOMALIES, PATTERNS, RUNS
+from portprint.conf.config import Config
+from portprint.jobs.warehouse import delta as delta_io
+from portprint.jobs.warehouse import table_paths
+from portprint.jobs.warehouse.tables import ANOMALIES, PATTERNS, RUNS
 
 
 def register_tables(spark: SparkSession, cfg: Config, warehouse: str) -> str:

@@ -14,11 +14,9 @@ import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from portprint.jobs.archive import plan_archive, read_archive
-from portprint.jobs.config import Config
-from portprint.jobs.transforms import canonical, has_payload, in_scope
+from portprint.conf.config import Config
+from portprint.jobs.archive import open_source
 from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
-from portprint.models.augment import augmented_features, benign_name_prefixes
 from portprint.models.autoencoder import (
     PrefixAutoencoder,
     feature_weights,
@@ -29,6 +27,7 @@ from portprint.models.autoencoder import (
     unique_patterns,
 )
 from portprint.models.calibration import Threshold, calibrate
+from portprint.udfs.augment import augmented_features, benign_name_prefixes
 from portprint.udfs.features import FEATURE_VERSION, binary_buffers, features_from_arrow
 from portprint.udfs.header_rule import REASONS, reasons_from_arrow
 from portprint.udfs.qname import (
@@ -62,12 +61,11 @@ class TrainReport:
 def collect_training_flows(spark: SparkSession, cfg: Config, flows: str, start: str | None,
                            end: str | None) -> tuple[pa.Table, list[str], dict]:
     """The in-scope flows of the window, sampled down to max_train_flows, as a narrow Arrow table."""
-    cols = cfg.archive.columns
-    plan = plan_archive(flows, cols, cfg.archive.prefix_encoding, start, end)
-    raw = read_archive(spark, plan, cols)
-    if raw is None:
+    source = open_source(spark, cfg, flows, start, end)
+    plan = source.plan
+    scoped = source.flows()
+    if scoped is None:
         raise TrainingError(f"the dates {plan.dates[0]}..{plan.dates[-1]} of {flows} hold no flow files")
-    scoped = in_scope(canonical(raw, cols, cfg.archive.prefix_encoding), cfg.scope).where(has_payload())
     # The whole stored prefix: the question model reads the name that follows the header.
     narrow = scoped.select("flow_id", "date", F.col("orig_payload_prefix").alias("prefix"),
                            F.col("proto").cast("byte").alias("proto"), "orig_bytes",
@@ -195,7 +193,7 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
     # asked twice can be few (the sample: a dozen) and are where the window's tunnels, if any, would be.
     cal_loss = reconstruction_loss(model_from_bytes(blob, N_QNAME_INPUTS, tuple(mc.qname_hidden)), cal, weights)
     th = calibrate(cal_loss, target, cfg.threshold.qname_method)
-    # Pair escalation's "odd" name (udfs/pairs.py): above this held-out quantile, so about odd_rate of a
+    # Pair escalation's "odd" name (udfs/escalate.py): above this held-out quantile, so about odd_rate of a
     # genuine pair's names are odd.
     odd_rate = cfg.pairs.odd_rate
     meta = {"feature_version": QNAME_VERSION, "n_features": N_QNAME_INPUTS, "hidden": list(mc.qname_hidden),
@@ -240,7 +238,7 @@ def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
   never flagged (a tunnel cannot repeat a name across days: each query carries new data).
 - **Pair escalation:** a name is odd above {q.get("odd_threshold", float("nan")):.4g} (the held-out
   {1 - q.get("odd_rate", float("nan")):.0%} quantile); a client-server pair whose day is mostly odd, new names is
-  escalated (udfs/pairs.py, `pairs` in the configuration).
+  escalated (udfs/escalate.py, `pairs` in the configuration).
 """
 
 

@@ -1,1 +1,2 @@
-"""portprint.models."""
+"""portprint.models: the autoencoders, their thresholds, the model folder on disk and evaluation metrics; used by
+udfs/ (scoring) and jobs/ (train, evaluate). Imports nothing of udfs/ or jobs/."""

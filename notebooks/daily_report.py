@@ -12,7 +12,7 @@
 import datetime as dt
 import json
 
-from portprint.jobs.config import load_config
+from portprint.conf.config import load_config
 from portprint.jobs.report import detector_counts, plot_trend, trend_frame
 from portprint.jobs.sql import register_tables
 

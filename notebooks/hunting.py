@@ -9,7 +9,7 @@
 # COMMAND ----------
 
 # ruff: noqa: F821 - spark, dbutils and display are the Databricks notebook's globals
-from portprint.jobs.config import load_config
+from portprint.conf.config import load_config
 from portprint.jobs.report import find_anomalies, find_patterns, summarize_sources
 from portprint.jobs.sql import register_tables
 

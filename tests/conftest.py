@@ -14,7 +14,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 @pytest.fixture(scope="session")
 def cfg():
     """The local configuration with a 2-core session sized for tests."""
-    from portprint.jobs.config import load_config
+    from portprint.conf.config import load_config
 
     return load_config("local", overrides={"spark": {"master": "local[2]", "shuffle_partitions": 2,
                                                      "arrow_batch_rows": 8192},
@@ -24,7 +24,7 @@ def cfg():
 @pytest.fixture(scope="session")
 def spark(cfg):
     """The suite's single Spark session (classic, local[2]); stopped at the end of the run."""
-    from portprint.jobs.session import build_session
+    from portprint.jobs.engine.session import build_session
 
     session = build_session(cfg)
     yield session

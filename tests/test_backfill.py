@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from portprint.jobs.archive import ArchiveError
+from portprint.jobs.archive.plan import ArchiveError
 from portprint.jobs.sample import write_sample
 from portprint.jobs.score import run_score
 from portprint.jobs.train import run_train
@@ -142,8 +142,8 @@ def test_patterns_whose_flows_are_rescored_away_are_deleted(spark, tmp_path):
 
     import pyarrow as pa
 
-    from portprint.jobs.patterns import update_patterns
-    from portprint.jobs.tables import ANOMALIES, spark_schema
+    from portprint.jobs.warehouse.patterns import update_patterns
+    from portprint.jobs.warehouse.tables import ANOMALIES, spark_schema
 
     names = (str(tmp_path / "days"), str(tmp_path / "patterns"))
     t0 = dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from portprint.jobs.archive import ArchiveError
-from portprint.jobs.config import load_config
+from portprint.conf.config import load_config
+from portprint.jobs.archive.plan import ArchiveError
 from portprint.jobs.sample import sample_table
 from portprint.jobs.score import run_score
 from portprint.jobs.train import run_train

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from portprint.conf.config import load_config
 from portprint.jobs.cli import build_parser
-from portprint.jobs.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "databricks.yml"

@@ -31,9 +31,9 @@ CONNECT_SCRIPT = textwrap.dedent("""\
     import dataclasses, json, sys
     from pyspark.sql import SparkSession
 
-    from portprint.jobs.config import load_config
+    from portprint.conf.config import load_config
     from portprint.jobs.score import run_score
-    from portprint.jobs.session import build_session
+    from portprint.jobs.engine.session import build_session
 
     spark = (SparkSession.builder.remote("local[2]")
              .config("spark.sql.shuffle.partitions", "2")

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from portprint.jobs.config import load_config
+from portprint.conf.config import load_config
 from portprint.jobs.evaluate import metrics, read_labels, run_evaluate, score_labelled
 from portprint.jobs.ingest import ingest
 from portprint.jobs.score import run_score

@@ -132,7 +132,7 @@ def test_every_portprint_name_used_exists_and_accepts_its_arguments(path):
 
 # ---------------------------------------------------------------- with Spark
 
-PATTERNS_GUESS = pa.schema([  # used only until jobs/tables.py defines the table's schema
+PATTERNS_GUESS = pa.schema([  # used only until jobs/warehouse/tables.py defines the table's schema
     ("pattern", pa.string()), ("detector", pa.string()), ("first_seen", pa.timestamp("us", tz="UTC")),
     ("last_seen", pa.timestamp("us", tz="UTC")), ("flows", pa.int64()), ("distinct_sources", pa.int64()),
     ("distinct_destinations", pa.int64()), ("example_flow_id", pa.string()), ("model_versions", pa.list_(pa.string())),
@@ -140,7 +140,7 @@ PATTERNS_GUESS = pa.schema([  # used only until jobs/tables.py defines the table
 
 
 def _schemas() -> dict[str, pa.Schema]:
-    from portprint.jobs import tables
+    from portprint.jobs.warehouse import tables
 
     patterns = getattr(tables, "PATTERNS", None) or getattr(tables, "ANOMALY_PATTERNS", None) or PATTERNS_GUESS
     return {"anomalies": tables.ANOMALIES, "runs": tables.RUNS, "anomaly_patterns": patterns}
@@ -157,7 +157,7 @@ def _sql_strings(path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_analyst_sql_is_valid_against_the_table_schemas(spark):
-    from portprint.jobs.tables import spark_schema
+    from portprint.jobs.warehouse.tables import spark_schema
 
     queries = [(p.name, q) for p in NOTEBOOKS for q in _sql_strings(p)]
     assert len([q for name, q in queries if name == "sql_examples.py"]) >= 8
@@ -206,7 +206,7 @@ def _write_tables(warehouse: str, cfg) -> None:
     """A small warehouse: two weeks of runs and a few anomalies, written with delta-rs."""
     from deltalake import write_deltalake
 
-    from portprint.jobs.tables import ANOMALIES, RUNS
+    from portprint.jobs.warehouse.tables import ANOMALIES, RUNS
 
     utc = dt.timezone.utc
     runs, anomalies = [], []

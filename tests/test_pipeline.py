@@ -132,14 +132,14 @@ def test_spark_sql_reads_the_tables_back(spark, cfg, archive, model, tmp_path):
 
 
 def test_each_flow_crosses_to_python_once_on_the_spark_path(spark, cfg, archive, model):
-    from portprint.jobs.archive import plan_archive, read_archive
-    from portprint.jobs.score import load_model
-    from portprint.jobs.transforms import canonical, detect_flows, in_scope
+    from portprint.jobs.archive import open_source
+    from portprint.jobs.archive.spark import SparkSource
+    from portprint.udfs.detect import detect_tables
+    from portprint.udfs.schemas import OUT
+    from portprint.udfs.scoring import load_model
 
-    art = load_model(model)
-    plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)
-    df = in_scope(canonical(read_archive(spark, plan, cfg.archive.columns), cfg.archive.columns, "binary"), cfg.scope)
-    out = detect_flows(df, art, cfg, "r", 0)
+    source = open_source(spark, cfg, archive)
+    out = SparkSource(spark, cfg, source.plan).run(detect_tables(load_model(model), cfg, "r", 0), OUT)
     physical = out._jdf.queryExecution().executedPlan().toString()
     assert physical.count("MapInArrow") == 1, physical
     assert "ArrowEvalPython" not in physical and "BatchEvalPython" not in physical, physical
@@ -171,8 +171,8 @@ def test_row_group_reader_and_spark_reader_give_the_same_tables(spark, cfg, arch
 
 
 def test_row_groups_are_packed_into_tasks_in_order_each_once(tmp_path):
-    from portprint.jobs.archive import ArchivePlan
-    from portprint.jobs.row_groups import _tasks
+    from portprint.jobs.archive.plan import ArchivePlan
+    from portprint.jobs.archive.rowgroups import tasks as pack
 
     files: dict[str, list[str]] = {}
     for d, sizes in {"2026-11-01": [1000, 250], "2026-11-02": [10]}.items():  # rows per file
@@ -183,7 +183,7 @@ def test_row_groups_are_packed_into_tasks_in_order_each_once(tmp_path):
     meta = {p: pq.ParquetFile(p).metadata for ps in files.values() for p in ps}
     groups = {p: tuple(m.row_group(i).num_rows for i in range(m.num_row_groups)) for p, m in meta.items()}
     plan = ArchivePlan(str(tmp_path), list(files), files, [], None, groups)
-    tasks = _tasks(plan, 300)
+    tasks = pack(plan, 300)
     # Every row group pyarrow reports, in date and file order, exactly once.
     assert [item for task in tasks for item in task] == [(p, rg, d) for d, ps in files.items() for p in ps
                                                          for rg in range(len(groups[p]))]
@@ -230,20 +230,29 @@ def test_escalated_pairs_judged_from_candidates_or_read_again_agree(spark, cfg, 
 
     from pyspark.sql import functions as F
 
-    from portprint.jobs import row_groups
-    from portprint.jobs.archive import plan_archive
-    from portprint.jobs.score import escalated_pairs, load_model, pair_pass
+    from portprint.jobs.archive import open_source
+    from portprint.jobs.archive.spark import SparkSource
+    from portprint.jobs.engine import pipeline
+    from portprint.jobs.warehouse import Stage
+    from portprint.udfs.schemas import ANOMALY, CANDIDATE, KEPT, KIND, OUT, spark_schema
+    from portprint.udfs.scoring import load_model
 
     art = load_model(model)
-    plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)
-    staged = str(tmp_path / "stage")
-    (row_groups.detect_row_groups(spark, plan, cfg, art, "r", 0)
-     .where(F.col(row_groups.KIND) != row_groups.COUNTS).select(*row_groups.STAGED).write.parquet(staged))
-    pairs = escalated_pairs(spark, staged, art, cfg)
-    assert pairs.num_rows >= len(DAYS) and all(pairs["covered"].to_pylist())
-    again = pairs.set_column(pairs.schema.get_field_index("covered"), "covered", pa.array([False] * pairs.num_rows))
-    spark_reader = replace(cfg, spark=replace(cfg.spark, python_reader=False))
-    got = [sorted(pair_pass(spark, c, art, plan, p, staged, "r", 0).toArrow()["flow_id"].to_pylist())
-           for c, p in ((cfg, pairs), (cfg, again), (spark_reader, again))]
+    source = open_source(spark, cfg, archive)
+    kept = Stage(spark, str(tmp_path / "kept"))
+    pipeline.detect(source, art, cfg, "r", 0, kept)
+    # The same first pass as if no slice had kept its candidates: every escalated pair must be read again.
+    first = spark.read.schema(spark_schema(OUT)).parquet(kept.path)
+    spark_reader = SparkSource(spark, replace(cfg, spark=replace(cfg.spark, python_reader=False)), source.plan)
+    got = []
+    for name, src in (("kept", source), ("rows", source), ("spark", spark_reader)):
+        stage = kept
+        if name != "kept":
+            stage = Stage(spark, str(tmp_path / name))
+            stage.write(first.where(F.col(KIND) != CANDIDATE).withColumn(KEPT, F.lit(False)).select(*OUT.names))
+        before = set(stage.table((ANOMALY,), ["flow_id"])["flow_id"].to_pylist())
+        pairs = pipeline.escalate(src, art, cfg, "r", 0, stage)
+        assert pairs.num_rows >= len(DAYS) and all(pairs["covered"].to_pylist()) == (name == "kept")
+        got.append(sorted(set(stage.table((ANOMALY,), ["flow_id"])["flow_id"].to_pylist()) - before))
     assert got[0] and got[0] == got[1] == got[2]
     assert {labels[f] for f in got[0]} <= set(TUNNEL_LABELS)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from portprint.jobs.report import TREND_COLUMNS, detector_counts, latest_per_date, plot_trend, trend_frame
-from portprint.jobs.tables import RUNS, spark_schema
+from portprint.jobs.warehouse.tables import RUNS, spark_schema
 
 pytestmark = pytest.mark.slow
 UTC = dt.timezone.utc

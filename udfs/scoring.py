@@ -1,17 +1,16 @@
-"""Scoring of Arrow batches: the header rule, the header autoencoder and the question-section
-autoencoder, and the explanations of flagged flows.
+"""The per-flow verdict: the header rule, the header autoencoder and the question-section autoencoder over
+Arrow arrays, the one decision between them, and the explanation of flagged flows.
 
-``Scorer`` is plain numpy/numba/torch and is used everywhere a verdict is made (the Spark UDFs,
-training's calibration, the benchmark's plain pass), so every path gives the same verdict.
-The Spark UDFs close over the model's bytes only; each Python worker builds the models once and
-keeps it in a module-level cache (no SparkContext, so this also works on Spark Connect).
+Called by udfs/detect.py and udfs/escalate.py (which every path runs: Spark tasks, `evaluate`, the benchmark's
+plain pass) and by training's calibration, so every path gives the same verdict. Spark tasks close over the
+model's bytes only; each Python worker builds the models once and keeps them in a module-level cache (no
+SparkContext, so this also works on Spark Connect).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,10 +19,10 @@ import pyarrow.compute as pc
 import torch
 from dns import rdatatype
 
-from portprint.jobs.tables import ANOMALIES
-from portprint.models.artifact import ModelArtifact, ModelMeta
+from portprint.models.artifact import ModelArtifact, ModelError, ModelMeta
 from portprint.models.autoencoder import feature_weights, model_from_bytes, reconstruction_loss, squared_errors
 from portprint.udfs.features import (
+    FEATURE_VERSION,
     BinaryBuffers,
     binary_buffers,
     decode_headers,
@@ -34,6 +33,7 @@ from portprint.udfs.features import (
 from portprint.udfs.header_rule import REASONS, header_reasons
 from portprint.udfs.qname import (
     N_QNAME_INPUTS,
+    QNAME_VERSION,
     input_owner,
     judged,
     model_inputs,
@@ -41,6 +41,7 @@ from portprint.udfs.qname import (
     question_keys,
     render_qname,
 )
+from portprint.udfs.schemas import ANOMALIES, DETECTORS
 
 FIELD_OF_BYTE = ("id", "id", "flags", "flags", "qdcount", "qdcount", "ancount", "ancount",
                  "nscount", "nscount", "arcount", "arcount")
@@ -48,17 +49,26 @@ FIELD_OF_BYTE = ("id", "id", "flags", "flags", "qdcount", "qdcount", "ancount", 
 _PRINTABLE = np.array([c if 0x20 <= c < 0x7F else ord(".") for c in range(256)], dtype=np.uint8)
 
 
+def load_model(model_dir: str) -> ModelArtifact:
+    """A model folder, checked against the feature versions this code computes."""
+    art = ModelArtifact.load(model_dir)
+    if art.meta.feature_version != FEATURE_VERSION:
+        raise ModelError(f"model {model_dir} uses features {art.meta.feature_version}, this portprint computes "
+                         f"{FEATURE_VERSION}: retrain with `portprint train`")
+    if art.has_qname and art.meta.qname.get("feature_version") != QNAME_VERSION:
+        raise ModelError(f"model {model_dir} has question features {art.meta.qname.get('feature_version')}, this "
+                         f"portprint computes {QNAME_VERSION}: retrain with `portprint train`")
+    return art
+
+
 def field_of_byte(offset: int) -> str:
     """Which DNS field a message byte belongs to (offset after any TCP length prefix)."""
     return FIELD_OF_BYTE[offset] if offset < len(FIELD_OF_BYTE) else "question"
 
 
-# index = detector code; 0 = not flagged. qname-pair: the question model's evidence over a day of one
-# client-server pair (udfs/pairs.py), decided after the per-flow pass.
-DETECTORS = ("", "header-rule", "header-model", "qname-model", "qname-pair")
 QNAME_PAIR = DETECTORS.index("qname-pair")
 # What the one UDF returns per flow: null when no detector fired, else the verdict and its explanation,
-# typed as the same columns of `anomalies` (defined once, in jobs/tables.py).
+# typed as the same columns of `anomalies` (defined once, in udfs/schemas.py).
 DETECTION = pa.struct([ANOMALIES.field(name) for name in (
     "detector", "header_verdict", "header_reason", "loss", "qname_loss", "prefix_hex", "prefix_text", "dns_id",
     "qr", "opcode", "rcode", "qdcount", "ancount", "tcp_len", "failed_bytes", "failed_fields", "qname",
@@ -163,13 +173,21 @@ class Scorer:
         reasons = header_reasons(buf.offsets, buf.data, buf.validity, buf.bit_offset, p, o, plen)
         loss = self.losses(prefix, p, o)
         qkey, qloss = self.qname_keys_losses(prefix, p)
+        rule, model, qmodel = self.fired(loss, reasons, qloss)
         detector = np.zeros(len(p), dtype=np.int8)
-        with np.errstate(invalid="ignore"):  # NaN (nothing to judge) is never above a threshold
-            detector[qloss > self.qthreshold] = 3
-        detector[loss > self.threshold] = 2
-        detector[reasons > 1] = 1
-        detector[reasons == 1] = 0  # "empty": no payload, nothing to judge (score skips these anyway)
+        detector[qmodel] = 3
+        detector[model] = 2
+        detector[rule] = 1
         return Verdicts(loss, reasons, qloss, detector, qkey)
+
+    def fired(self, loss: np.ndarray, reasons: np.ndarray, qloss: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which per-flow detectors fire, each on its own: the rule (a reason beyond "ok" and "empty": an empty
+        prefix has nothing to judge), the header model (loss above its threshold) and the question model
+        (loss above its threshold; NaN, nothing to judge, never is). The one place thresholds are compared."""
+        with np.errstate(invalid="ignore"):
+            qmodel = qloss > self.qthreshold
+        return reasons > 1, (loss > self.threshold) & (reasons != 1), qmodel & (reasons != 1)
 
     def detect(self, prefix: pa.Array, proto: pa.Array, orig_bytes: pa.Array, top: int,
                verdicts: Verdicts | None = None) -> pa.StructArray:
@@ -322,25 +340,3 @@ def cached_scorer(art: ModelArtifact, torch_threads: int) -> Scorer:
                 scorer = Scorer(art)
                 _CACHE[version] = scorer
     return scorer
-
-
-SCORES = pa.struct([("loss", pa.float64()), ("reason", pa.int8()), ("qname_loss", pa.float64()),
-                    ("detector", pa.int8()), ("qname_key", pa.int64())])
-
-
-def make_score_udf(art: ModelArtifact, torch_threads: int):
-    """An arrow UDF (prefix, proto, orig_bytes) -> SCORES for every flow: what `evaluate` needs to
-    draw ROC curves. It runs the same ``Scorer.score`` as the detection UDF, so verdicts agree."""
-    from pyspark.sql.functions import arrow_udf
-    from pyspark.sql.pandas.types import from_arrow_type
-
-    @arrow_udf(from_arrow_type(SCORES))
-    def score_udf(batches: Iterator[tuple[pa.Array, pa.Array, pa.Array]]) -> Iterator[pa.Array]:
-        scorer = cached_scorer(art, torch_threads)
-        for prefix, proto, orig_bytes in batches:
-            v = scorer.score(prefix, proto, orig_bytes)
-            yield pa.StructArray.from_arrays(
-                [pa.array(v.loss), pa.array(v.reason.astype(np.int8)), pa.array(v.qloss, mask=np.isnan(v.qloss)),
-                 pa.array(v.detector), pa.array(np.asarray(v.qkey, np.uint64).view(np.int64))], fields=list(SCORES))
-
-    return score_udf.asNondeterministic()

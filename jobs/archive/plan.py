@@ -1,4 +1,6 @@
-"""Extract: find the archive's date partitions and files, check them, and read them with Spark."""
+"""Plan an archive: find its date partitions and files, check every footer, and fingerprint each date.
+
+Called by jobs/archive/__init__.py (``open_source``) for every command that reads an archive."""
 
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
 
-from portprint.jobs.config import Columns
+from portprint.conf.config import Columns
 
 _DATE_DIR = re.compile(r"^(?P<col>[A-Za-z_][A-Za-z0-9_]*)=(?P<date>\d{4}-\d{2}-\d{2})$")
 
@@ -172,18 +173,3 @@ def plan_archive(root: str, cols: Columns, prefix_encoding: str, start: str | No
     for path, why in plan.skipped_files:
         print(f"portprint: left out {path}: {why}", file=sys.stderr)
     return plan
-
-
-def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataFrame:
-    """Read the planned files (or, for remote archives, the planned date partitions)."""
-    needed = [cols.flow_id, cols.ts, cols.src_ip, cols.dst_ip, cols.src_port, cols.dst_port, cols.proto,
-              cols.orig_payload_prefix, cols.orig_bytes]
-    reader = spark.read.option("basePath", plan.root)
-    if is_remote(plan.root):
-        paths = [f"{plan.root.rstrip('/')}/{cols.date}={d}" for d in plan.dates]
-    else:
-        paths = plan.all_files()
-    if not paths:
-        return None  # every planned date is empty
-    df = reader.parquet(*paths)
-    return df.select(*needed, cols.date)

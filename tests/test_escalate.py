@@ -1,4 +1,4 @@
-"""Pair escalation (udfs/pairs.py) without Spark: its statistics against plain-Python references."""
+"""Pair escalation (udfs/escalate.py) without Spark: its statistics against plain-Python references."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portprint.udfs import pairs
+from portprint.udfs import escalate as pairs
 
 ODD = 0.5  # odd threshold on the synthetic losses below
 
@@ -44,37 +44,41 @@ flow = st.tuples(st.sampled_from(["2026-11-01", "2026-11-02"]), st.sampled_from(
                  st.sampled_from([0.1, 0.9, math.nan]))
 
 
+def _evidence(rows):
+    """One slice's EVIDENCE rows, from its flows in two batches (a task's batches)."""
+    half = len(rows) // 2
+    pieces = [pairs.distinct_names(*_flows(part), ODD) for part in (rows[:half], rows[half:]) if part]
+    return pairs.slice_evidence(pieces, [pairs.suspect_pairs(p, 0.5) for p in pieces])
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(flow, min_size=1, max_size=60), st.integers(1, 59))
-def test_evidence_counts_distinct_judged_names_per_pair(rows, cut):
+@given(st.lists(flow, min_size=1, max_size=60), st.integers(1, 59), st.integers(1, 4))
+def test_totals_count_distinct_judged_names_per_pair_however_the_flows_are_sliced(rows, cut, slices):
     # A name's loss follows from its key, as in the scorer.
     rows = [(d, s, t, k, [0.1, 0.9, math.nan][k % 3]) for d, s, t, k, _ in rows]
-    names, odd = pairs.evidence(*_flows(rows), ODD)
-    want_names, want_odd = collections.defaultdict(set), set()
+    want_names, want_odd = collections.defaultdict(set), collections.defaultdict(set)
     for d, s, t, k, loss in rows:
         if not math.isnan(loss):
             want_names[(d, s, t)].add(k)
             if loss > ODD:
-                want_odd.add((d, s, t, k))
-    assert {(r["date"], r["src_ip"], r["dst_ip"]): r["names"] for r in names.to_pylist()} == {
-        p: len(v) for p, v in want_names.items()}
-    assert {(r["date"], r["src_ip"], r["dst_ip"], r["key"]) for r in odd.to_pylist()} == want_odd
-    # One slice in several pieces (a task's batches) gives the same evidence.
-    cut = min(cut, len(rows))
-    parts = [part for part in (rows[:cut], rows[cut:]) if part]
-    n1, o1 = pairs.summarize([pairs.distinct_names(*_flows(part), ODD) for part in parts])
-    assert sorted(n1.to_pylist(), key=str) == sorted(names.to_pylist(), key=str)
-    assert sorted(o1.to_pylist(), key=str) == sorted(odd.to_pylist(), key=str)
-    # Two slices (two tasks): names are summed per slice, odd names stay distinct.
-    per_task = [pairs.evidence(*_flows(part), ODD) for part in parts]
-    total = pairs.totals(pa.concat_tables([n for n, _ in per_task]), pa.concat_tables([o for _, o in per_task]))
-    per_slice, odd_pairs = collections.Counter(), collections.Counter(p[:3] for p in want_odd)
-    for part in parts:
-        seen = {(d, s, t, k) for d, s, t, k, loss in part if not math.isnan(loss)}
-        per_slice.update((d, s, t) for d, s, t, _ in seen)
-    got = {(r["date"], r["src_ip"], r["dst_ip"]): (r["names"], r["odd"]) for r in total.to_pylist()}
-    assert got == {p: (n, odd_pairs[p]) for p, n in per_slice.items()}
-    assert all(r["pairs_that_day"] == sum(p[0] == r["date"] for p in per_slice) for r in total.to_pylist())
+                want_odd[(d, s, t)].add(k)
+    want = {p: (len(v), len(want_odd[p])) for p, v in want_names.items()}
+    # Any slicing: one slice, or the rows dealt round-robin to several (a name seen by several slices counts once).
+    for parts in ([rows], [rows[i::slices] for i in range(slices)], [rows[:cut], rows[cut:]]):
+        ev = pa.concat_tables([_evidence(p) for p in parts if p])
+        total = pairs.merge(ev)
+        got = {(r["date"], r["src_ip"], r["dst_ip"]): (r["names"], r["odd"]) for r in total.to_pylist()}
+        assert got == want
+        assert all(r["pairs_that_day"] == sum(p[0] == r["date"] for p in want) for r in total.to_pylist())
+
+
+def test_a_pair_is_covered_only_when_every_slice_kept_its_flows():
+    mostly_odd = [("d", "h", "ns", k, 0.9) for k in range(10)]
+    mostly_plain = [("d", "h", "ns", k, 0.1) for k in range(10, 30)]
+    both = pa.concat_tables([_evidence(mostly_odd), _evidence(mostly_odd[:3])])
+    assert pairs.merge(both)["covered"].to_pylist() == [True]
+    mixed = pa.concat_tables([_evidence(mostly_odd), _evidence(mostly_plain)])
+    assert pairs.merge(mixed)["covered"].to_pylist() == [False]
 
 
 def _day(rng: np.random.Generator, genuine_pairs: int, tunnel_names: int) -> list[tuple[str, str, str, int, float]]:
@@ -95,20 +99,21 @@ def _day(rng: np.random.Generator, genuine_pairs: int, tunnel_names: int) -> lis
 def test_a_tunnel_pair_is_escalated_and_genuine_pairs_are_not():
     rng = np.random.default_rng(7)
     rows = _day(rng, genuine_pairs=400, tunnel_names=60)
-    chosen = pairs.escalate(pairs.totals(*pairs.evidence(*_flows(rows), ODD)), 0.1, 0.5, 0.01)
+    chosen = pairs.decide(pairs.merge(_evidence(rows)), 0.1, 0.5, 0.01)
     assert [(r["src_ip"], r["dst_ip"]) for r in chosen.to_pylist()] == [("10.9.9.9", "198.51.100.7")]
 
 
 def test_escalation_needs_both_the_share_and_the_significance():
     t = pa.table({"date": ["d"] * 3, "src_ip": ["a", "b", "c"], "dst_ip": ["x"] * 3,
-                  "names": [2, 1000, 10], "odd": [2, 300, 10], "pairs_that_day": [3, 3, 3]}).cast(pairs.TOTALS)
-    got = pairs.escalate(t, 0.1, 0.5, 0.01)
+                  "names": [2, 1000, 10], "odd": [2, 300, 10], "covered": [True] * 3,
+                  "pairs_that_day": [3, 3, 3]}).cast(pairs.TOTALS)
+    got = pairs.decide(t, 0.1, 0.5, 0.01)
     # a: all odd, but two names could be chance; b: significant but 30% odd (a busy resolver); c: both.
     assert got["src_ip"].to_pylist() == ["c"]
     # A stricter share bar or a day with far more pairs (Bonferroni) lets c pass no more.
-    assert pairs.escalate(t, 0.1, 1.01, 0.01).num_rows == 0
+    assert pairs.decide(t, 0.1, 1.01, 0.01).num_rows == 0
     many = t.set_column(t.schema.get_field_index("pairs_that_day"), "pairs_that_day", pa.array([10**9] * 3))
-    assert pairs.escalate(many, 0.1, 0.5, 0.01).num_rows == 0
+    assert pairs.decide(many, 0.1, 0.5, 0.01).num_rows == 0
 
 
 def test_in_an_escalated_pair_odd_and_once_asked_names_are_flagged():
@@ -121,9 +126,9 @@ def test_in_an_escalated_pair_odd_and_once_asked_names_are_flagged():
         ("e", "h", "ns", 6, 0.9),                            # the same hosts on another date: not
     ]
     chosen = pa.table({"date": ["d"], "src_ip": ["h"], "dst_ip": ["ns"]})
-    got = pairs.pair_flags(*_flows(rows), ODD, chosen)
+    got = pairs.flags(*_flows(rows), ODD, chosen)
     assert got.tolist() == [True, True, True, False, False, False, False, False]
-    assert not pairs.pair_flags(*_flows(rows), ODD, chosen.slice(0, 0)).any()
+    assert not pairs.flags(*_flows(rows), ODD, chosen.slice(0, 0)).any()
 
 
 @pytest.mark.parametrize("pairs_conf, message", [
@@ -133,7 +138,7 @@ def test_in_an_escalated_pair_odd_and_once_asked_names_are_flagged():
     ({"typo": 1}, "typo"),
 ])
 def test_pair_settings_are_checked_when_the_configuration_loads(pairs_conf, message):
-    from portprint.jobs.config import ConfigError, load_config
+    from portprint.conf.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=message):
         load_config("local", overrides={"pairs": pairs_conf})

@@ -96,7 +96,7 @@ class ThresholdConf:
 
 @dataclass(frozen=True)
 class PairsConf:
-    """Pair escalation (udfs/pairs.py): a day of mostly odd, new names between two hosts is a tunnel."""
+    """Pair escalation (udfs/escalate.py): a day of mostly odd, new names between two hosts is a tunnel."""
 
     enabled: bool = True
     odd_rate: float = 0.1      # a name is odd above the held-out (1 - odd_rate) quantile (set at training)

@@ -1,4 +1,5 @@
-"""Delta tables written by Spark's Delta data source where it exists, by delta-rs where it does not.
+"""The one place that writes Delta: Spark's Delta data source where it exists, delta-rs where it does not.
+Called by jobs/warehouse/ (the Sink) and the commands that read the tables (`sql`, `report`).
 
 Both write the same Delta protocol table (same schema, partitioned by ``date``), so Databricks,
 Spark, DuckDB and Polars read either. Rewrites of a date are one Delta commit with a predicate:
@@ -19,7 +20,7 @@ from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from portprint.jobs.tables import spark_schema
+from portprint.jobs.warehouse.tables import spark_schema
 
 SPARK = "spark"
 DELTA_RS = "delta-rs"
@@ -140,9 +141,16 @@ def append(spark: SparkSession, rows: pa.Table, table: str, writer: str) -> None
 
 
 def remove_folder(path: str) -> None:
-    """Remove a local staging folder (remote staging is left to the storage's lifecycle rules)."""
+    """Remove a staging folder, local or on object storage (pyarrow.fs; s3a:// is S3 to it). Missing is fine."""
     if is_local(path):
         shutil.rmtree(local_path(path), ignore_errors=True)
+        return
+    import pyarrow.fs as pafs
+
+    uri = "s3://" + path[len("s3a://"):] if path.startswith("s3a://") else path
+    fs, inner = pafs.FileSystem.from_uri(uri)
+    if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+        fs.delete_dir(inner)
 
 
 def table_exists(table: str, spark: SparkSession | None = None) -> bool:

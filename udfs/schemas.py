@@ -1,4 +1,6 @@
-"""The archive contract and the output tables' schemas, defined once in Arrow; Spark's are derived."""
+"""The records every stage shares, defined once in Arrow: the flow archive contract (what Source reads) and
+the anomaly record (what Detect and Escalate emit, and the Sink's `anomalies` table holds). Spark's schemas
+are derived from these (``spark_schema``); used by udfs/, jobs/archive/ and jobs/warehouse/."""
 
 from __future__ import annotations
 
@@ -28,6 +30,10 @@ FLOWS = pa.schema([
     ("resp_pkts", pa.int64()),
     ("duration", pa.float64()),
 ])
+
+# The detectors, as `anomalies.detector` names them; index = the detector code of udfs/scoring.py (0: none fired).
+# qname-pair: the question model's evidence over a day of one client-server pair (udfs/escalate.py).
+DETECTORS = ("", "header-rule", "header-model", "qname-model", "qname-pair")
 
 ANOMALIES = pa.schema([
     ("flow_id", pa.string()),
@@ -68,61 +74,42 @@ ANOMALIES = pa.schema([
     ("scored_at", TS),
 ])
 
-RUNS = pa.schema([
-    ("run_id", pa.string()),
-    ("date", pa.string()),
-    ("status", pa.string()),
-    ("flows_read", pa.int64()),
-    ("flows_scored", pa.int64()),
-    ("flows_skipped", pa.int64()),      # in scope but with no payload to judge (null or empty prefix)
-    ("anomalies", pa.int64()),
-    ("model_flagged", pa.int64()),
-    ("rule_flagged", pa.int64()),
-    ("qname_flagged", pa.int64()),     # flagged by the question model alone (the header passed both)
-    ("threshold", pa.float64()),
-    ("model_version", pa.string()),
-    ("writer", pa.string()),
-    ("seconds", pa.float64()),
-    ("started_at", TS),
-    ("archive", pa.string()),
-    ("chunk", pa.int32()),              # which chunk of the run (backfills commit chunk by chunk)
-    ("archive_snapshot", pa.string()),  # fingerprint of the date's files when scored
-    ("error", pa.string()),             # why a failed chunk failed
-])
-
-# Per pattern and date: the building block that makes anomaly_patterns rebuildable when dates are rescored.
-PATTERN_DAYS = pa.schema([
-    ("pattern", pa.string()),
-    ("date", pa.string()),
-    ("detector", pa.string()),
-    ("flows", pa.int64()),
-    ("src_sketch", pa.binary()),        # HyperLogLog sketches (Spark's hll_sketch_agg) of the addresses
-    ("dst_sketch", pa.binary()),
-    ("first_seen", TS),
-    ("last_seen", TS),
-    ("example_flow_id", pa.string()),
-    ("example_prefix_text", pa.string()),
-    ("model_versions", pa.list_(pa.string())),
-])
-
-# One row per recurring pattern across all scored history: "when did this start, and who else does it?"
-PATTERNS = pa.schema([
-    ("pattern", pa.string()),           # 'dns udp flags=0100 qd=0001 an=0000' or 'bytes tcp 5353482d'
-    ("detector", pa.string()),
-    ("first_seen", TS),
-    ("last_seen", TS),
-    ("days", pa.int64()),
-    ("flows", pa.int64()),
-    ("distinct_sources", pa.int64()),   # HyperLogLog estimates: exact for small counts, ~2% error beyond
-    ("distinct_destinations", pa.int64()),
-    ("example_flow_id", pa.string()),
-    ("example_prefix_text", pa.string()),
-    ("model_versions", pa.list_(pa.string())),
-])
-
 
 def spark_schema(schema: pa.Schema) -> StructType:
     """The Spark schema of an Arrow schema (timestamps become Spark's UTC-normalised TIMESTAMP)."""
     from pyspark.sql.pandas.types import from_arrow_schema  # Spark only where Spark is used
 
     return from_arrow_schema(schema)
+
+
+# ---- What Detect and Escalate hand back to the engine: one Arrow schema, rows told apart by ``_kind`` ----
+KIND = "_kind"
+# an anomaly; per-date counts of one slice; one pair's evidence from one slice; a candidate flow (a judged flow of
+# a pair whose names in its batch were mostly odd, kept so the pair need not be read again); one flow's scores
+# (evaluate only).
+ANOMALY, COUNTS, EVIDENCE, CANDIDATE, SCORES = "a", "c", "e", "r", "s"
+COUNT_FIELDS = ("_scoped", "_skipped", "_rule", "_model", "_qname", "_flagged")
+PREFIX, ORIG_BYTES, NAMES, ODD, KEPT = "_prefix", "_orig_bytes", "_names", "_odd", "_kept"
+# SCORES rows: which per-flow detectors fired, each on its own (bits: 1 rule, 2 header model, 4 question model).
+FIRED = "_fired"
+OUT = pa.schema([*ANOMALIES, pa.field(KIND, pa.string()), *[pa.field(c, pa.int64()) for c in (*COUNT_FIELDS, FIRED)],
+                 pa.field(NAMES, pa.binary()), pa.field(ODD, pa.binary()), pa.field(KEPT, pa.bool_()),
+                 pa.field(PREFIX, pa.binary()), pa.field(ORIG_BYTES, pa.int64())])
+
+# The in-scope flows a Source hands to Detect (the contract's names and types, as far as scoring needs them).
+FLOW_COLUMNS = ("flow_id", "ts", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "orig_payload_prefix",
+                "orig_bytes", "date")
+FLOW_TYPES = {"flow_id": pa.string(), "ts": TS, "src_ip": pa.string(), "dst_ip": pa.string(),
+              "src_port": pa.int32(), "dst_port": pa.int32(), "proto": pa.int32(), "orig_payload_prefix": pa.binary(),
+              "orig_bytes": pa.int64(), "date": pa.string()}
+FLOWS_IN = pa.schema([(c, FLOW_TYPES[c]) for c in FLOW_COLUMNS])
+
+
+def as_out(t: pa.Table, kind: str) -> list[pa.RecordBatch]:
+    """Rows of one kind as OUT batches: the columns ``t`` lacks are null."""
+    n = t.num_rows
+    if n == 0:
+        return []
+    cols = [t[f.name].cast(f.type) if f.name in t.column_names else pa.nulls(n, f.type) for f in OUT]
+    cols[OUT.get_field_index(KIND)] = pa.array([kind] * n, pa.string())
+    return pa.table(cols, schema=OUT).to_batches()

@@ -1,4 +1,5 @@
-"""anomaly_patterns: one row per recurring prefix pattern over all scored history, kept with MERGE.
+"""anomaly_patterns: one row per recurring prefix pattern over all scored history, kept with MERGE (the Sink's
+third table, updated by jobs/warehouse/__init__.py at every chunk commit).
 
 Counts must survive rescoring (a new model replaces dates): so each chunk's dates are replaced in
 `anomaly_pattern_days` (pattern x date, with HyperLogLog sketches of the addresses), and the patterns
@@ -12,8 +13,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from portprint.jobs import delta_io
-from portprint.jobs.tables import PATTERN_DAYS, PATTERNS
+from portprint.jobs.warehouse import delta as delta_io
+from portprint.jobs.warehouse.tables import PATTERN_DAYS, PATTERNS
 
 
 def pattern_of() -> Column:

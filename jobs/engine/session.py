@@ -1,4 +1,4 @@
-"""The Spark session: built here from config, then passed to every job (never a global)."""
+"""The Spark session: built here from config by `cli`, then passed to every job (never a global)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from portprint.jobs.config import Config
+from portprint.conf.config import Config
 
 JAVA_HELP = (
     "portprint needs Java 17 or newer for Spark. Install it (Debian/Ubuntu: `apt-get install -y "

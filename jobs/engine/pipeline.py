@@ -1,0 +1,126 @@
+"""The stages on Spark, as `score` and `evaluate` run them: Detect over a Source into a Stage, then Escalate
+from the Stage's evidence back into the Stage, then the per-date counts of what was staged.
+
+The stage functions themselves are pure (udfs/detect.py, udfs/escalate.py); here they are shipped to the
+Python workers in the closures of ``mapInArrow``/``applyInArrow`` (the model's bytes with them: no
+SparkContext, so Spark Connect works).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+from pyspark.sql import functions as F
+
+from portprint.conf.config import Config
+from portprint.jobs.archive import ArchiveError, Source
+from portprint.jobs.archive.rowgroups import READ_FAILED
+from portprint.jobs.warehouse import Stage, counts_by_date
+from portprint.models.artifact import ModelArtifact
+from portprint.udfs import escalate as esc
+from portprint.udfs.detect import detect_tables, pairs_on
+from portprint.udfs.schemas import (
+    ANOMALY,
+    CANDIDATE,
+    COUNT_FIELDS,
+    COUNTS,
+    EVIDENCE,
+    FLOW_COLUMNS,
+    KEPT,
+    NAMES,
+    ODD,
+    ORIG_BYTES,
+    OUT,
+    PREFIX,
+    spark_schema,
+)
+
+
+def explain_failure(exc: Exception, root: str) -> Exception:
+    """Turn Spark's long failure into one line that names the file and says what to do.
+
+    Only read failures become ArchiveError; anything else (a bug, a lost worker) is returned as it was so its
+    traceback is not disguised as bad input.
+    """
+    text = str(exc)
+    m = re.search(r"FAILED_READ_FILE[^\n]*?reading file (\S+?)\.?(?:\s|$)", text)
+    ours = re.search(re.escape(READ_FAILED) + r" (\S+) \(row group \d+\): ([^\n]+)", text)
+    if ours:
+        return ArchiveError(f"cannot read {ours.group(1)}: {ours.group(2)[:300]}. Nothing was written; move the "
+                            f"file out of {root} (or restore it) and rerun the date")
+    if not m:
+        return exc
+    reason = re.search(r"Caused by: ([^\n]+)", text)
+    return ArchiveError(f"cannot read {m.group(1)}: {reason.group(1)[:300] if reason else 'corrupt or unreadable'}"
+                        f". Nothing was written; move the file out of {root} (or restore it) and rerun the date")
+
+
+def _write(stage: Stage, df, root: str, append: bool = False) -> None:
+    try:
+        stage.write(df, append=append)
+    except Exception as exc:
+        raise explain_failure(exc, root) from None
+
+
+def detect(source: Source, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int, stage: Stage, *,
+           scores: bool = False) -> None:
+    """Detect over every in-scope flow of the source's dates, into the stage (one Spark job: the models run
+    once per flow, and only anomalies, counts and evidence come back)."""
+    out = source.run(detect_tables(art, cfg, run_id, scored_at_us, scores=scores), OUT)
+    if out is not None:
+        _write(stage, out, source.plan.root)
+
+
+def escalate(source: Source, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int,
+             stage: Stage) -> pa.Table:
+    """Escalate from the staged evidence: the escalated pairs (udfs/escalate.py ESCALATED); their flows' anomalies
+    (detector qname-pair) are appended to the stage. Pairs whose every slice kept their judged flows as
+    candidates are judged from those; the others' flows are read again from the source."""
+    if not pairs_on(art, cfg) or not stage.written:
+        return esc.ESCALATED.empty_table()
+    ev = stage.table((EVIDENCE,), ["date", "src_ip", "dst_ip", NAMES, ODD, KEPT])
+    totals = esc.merge(ev.rename_columns(esc.EVIDENCE.names).cast(esc.EVIDENCE))
+    q, conf = art.meta.qname, cfg.pairs
+    chosen = esc.decide(totals, q.get("odd_rate", conf.odd_rate), conf.min_share, conf.alpha)
+    if chosen.num_rows == 0:
+        return chosen
+    pair = list(esc.PAIR)
+    covered = chosen.filter(chosen["covered"]).select(pair)
+    again = chosen.filter(pa.compute.invert(chosen["covered"])).select(pair)
+    parts = []
+    if covered.num_rows:
+        renamed = {PREFIX: "orig_payload_prefix", ORIG_BYTES: "orig_bytes"}
+        cand = stage.frame(CANDIDATE).join(F.broadcast(stage.spark.createDataFrame(covered)), pair, "left_semi")
+        parts.append(cand.select(*[F.col(next((k for k, v in renamed.items() if v == c), c)).alias(c)
+                                   for c in FLOW_COLUMNS]))
+    if again.num_rows:
+        rows = source.flows(again)
+        if rows is not None:
+            parts.append(rows.select(*FLOW_COLUMNS))
+    if not parts:
+        return chosen
+    rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+
+    def judge(t: pa.Table) -> pa.Table:
+        return esc.judge(t, art, cfg, run_id, scored_at_us)
+
+    _write(stage, rows.groupBy(*pair).applyInArrow(judge, spark_schema(OUT)), source.plan.root, append=True)
+    return chosen
+
+
+def chunk_counts(stage: Stage, source: Source, dates: list[str]) -> dict[str, dict[str, int]]:
+    """Per date: flows read, in scope, skipped (no payload), flagged per detector and in all, from the staged
+    COUNTS rows (Detect's) plus the staged qname-pair anomalies (Escalate's)."""
+    counts = counts_by_date(stage.table((COUNTS,), ["date", *COUNT_FIELDS]), dates, COUNT_FIELDS)
+    pair_rows = stage.table((ANOMALY,), ["date", "detector"])
+    pair_rows = pair_rows.filter(pa.compute.equal(pair_rows["detector"], "qname-pair"))
+    read = source.flows_read()
+    for d, c in counts.items():
+        extra = int(pa.compute.sum(pa.compute.equal(pair_rows["date"], d)).as_py() or 0) if pair_rows.num_rows else 0
+        c["_qname"] += extra
+        c["_flagged"] += extra
+        c["flows_read"] = int(read.get(d, 0))
+    return counts
+
+

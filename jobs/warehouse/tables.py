@@ -1,0 +1,65 @@
+"""The warehouse's tables (the Sink's schemas), defined once in Arrow: `runs`, the pattern tables, and the
+`anomalies` record from udfs/schemas.py. Used by jobs/warehouse/ and the entry points that read the tables."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from portprint.udfs.schemas import ANOMALIES, FLOWS, TS, spark_schema
+
+__all__ = ["ANOMALIES", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS", "TS", "spark_schema"]
+
+RUNS = pa.schema([
+    ("run_id", pa.string()),
+    ("date", pa.string()),
+    ("status", pa.string()),
+    ("flows_read", pa.int64()),
+    ("flows_scored", pa.int64()),
+    ("flows_skipped", pa.int64()),      # in scope but with no payload to judge (null or empty prefix)
+    ("anomalies", pa.int64()),
+    ("model_flagged", pa.int64()),
+    ("rule_flagged", pa.int64()),
+    ("qname_flagged", pa.int64()),     # flagged by the question model, alone or by pair escalation
+    ("pairs_escalated", pa.int64()),   # client-server pairs escalated that day
+    ("threshold", pa.float64()),
+    ("model_version", pa.string()),
+    ("writer", pa.string()),
+    ("seconds", pa.float64()),
+    ("started_at", TS),
+    ("archive", pa.string()),
+    ("chunk", pa.int32()),              # which chunk of the run (backfills commit chunk by chunk)
+    ("archive_snapshot", pa.string()),  # fingerprint of the date's files when scored
+    ("error", pa.string()),             # why a failed chunk failed
+])
+
+# Per pattern and date: the building block that makes anomaly_patterns rebuildable when dates are rescored.
+PATTERN_DAYS = pa.schema([
+    ("pattern", pa.string()),
+    ("date", pa.string()),
+    ("detector", pa.string()),
+    ("flows", pa.int64()),
+    ("src_sketch", pa.binary()),        # HyperLogLog sketches (Spark's hll_sketch_agg) of the addresses
+    ("dst_sketch", pa.binary()),
+    ("first_seen", TS),
+    ("last_seen", TS),
+    ("example_flow_id", pa.string()),
+    ("example_prefix_text", pa.string()),
+    ("model_versions", pa.list_(pa.string())),
+])
+
+# One row per recurring pattern across all scored history: "when did this start, and who else does it?"
+PATTERNS = pa.schema([
+    ("pattern", pa.string()),           # 'dns udp flags=0100 qd=0001 an=0000' or 'bytes tcp 5353482d'
+    ("detector", pa.string()),
+    ("first_seen", TS),
+    ("last_seen", TS),
+    ("days", pa.int64()),
+    ("flows", pa.int64()),
+    ("distinct_sources", pa.int64()),   # HyperLogLog estimates: exact for small counts, ~2% error beyond
+    ("distinct_destinations", pa.int64()),
+    ("example_flow_id", pa.string()),
+    ("example_prefix_text", pa.string()),
+    ("model_versions", pa.list_(pa.string())),
+])
+
+
