@@ -14,28 +14,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
+from model_fixtures import make_artifact
 
 from portprint.models.artifact import ModelArtifact, ModelError, ModelMeta, content_version
-from portprint.models.autoencoder import PrefixAutoencoder, state_bytes
-
-
-def make_artifact(seed: int = 0, threshold: float = 0.05, **qname_over) -> ModelArtifact:
-    """A small real model folder's content: untrained networks (the weights' values do not matter here)."""
-    import torch
-
-    torch.manual_seed(seed)
-    blob, qblob = state_bytes(PrefixAutoencoder(66, (32, 12))), state_bytes(PrefixAutoencoder(31, (16, 4)))
-    known = np.array([3, 17, 99], np.uint64).astype("<u8").tobytes()
-    q = {"feature_version": "qname-v3", "n_features": 31, "hidden": [16, 4], "threshold": 0.4,
-         "threshold_info": {"method": "lognormal", "target_fpr": 1e-6}, "odd_threshold": 0.2, "odd_rate": 0.1,
-         "loss_stats": {"p50": 0.1, "p99": 0.3, "max": 0.5}, "flows_used": {"train": 900}, "known_names": 3}
-    meta = ModelMeta("bits-v1", 8, "mask", [32, 12], 66, threshold, {"method": "auto", "target_fpr": 1e-4},
-                     "2026-11-01", "2026-11-03", {"train": 1000}, {"p50": 0.01, "p99": 0.04}, {"epochs_run": 3},
-                     qname=q | qname_over)
-    meta = ModelMeta(**(asdict(meta) | {"model_version": content_version(blob, meta, qblob, known)}))
-    return ModelArtifact(blob, meta, qblob, known, {"calibration_loss.npy": b"held-out losses " + bytes([seed])})
 
 
 def _version_after(art: ModelArtifact, change) -> str:
@@ -89,8 +71,8 @@ def test_folder_round_trip_lists_every_file_with_its_hash(tmp_path):
     out = art.save(str(tmp_path / "m"), card="# card\n")
     meta = json.loads((out / "model.json").read_text())
     on_disk = sorted(p.name for p in out.iterdir() if p.name != "model.json")
-    assert sorted(meta["files"]) == on_disk == sorted(["model.pt", "qname.pt", "qname_known.u64",
-                                                       "calibration_loss.npy", "MODEL_CARD.md"])
+    assert sorted(meta["files"]) == on_disk == sorted(["model.pt", "qname.pt", "qname_known.u64", "MODEL_CARD.md",
+                                                       "calibration_loss.npy", "qname_calibration_loss.npy"])
     for name, digest in meta["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
     back = ModelArtifact.load(str(out))
@@ -130,7 +112,7 @@ def test_load_refuses_a_temporary_folder_and_save_refuses_a_folder_that_is_not_a
 CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from test_artifact import make_artifact
+    from model_fixtures import make_artifact
     make_artifact(seed=1, threshold=0.07).save({out!r}, card="# new\\n")
 """)
 

@@ -296,7 +296,7 @@ def test_unity_catalog_names_follow_the_targets_catalog_and_schema(target):
     assert len(confs) == 1, f"every job should use the same conf file in {target}: {confs}"
     cfg = load_config("databricks", str(repo_path(confs.pop())))
     names = {k: getattr(cfg.output, k) for k in ("anomalies", "runs", "patterns", "pattern_days")
-             if hasattr(cfg.output, k)}
+             if hasattr(cfg.output, k)} | {"registry.model_name": cfg.registry.model_name}
     for key, name in names.items():
         assert name.startswith(f"{v['catalog']}.{v['schema']}."), f"{target}: output.{key} = {name}"
         assert name.count(".") == 2, f"{target}: output.{key} = {name} is not catalog.schema.table"
