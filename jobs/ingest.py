@@ -135,6 +135,10 @@ class _CheckedFile(io.RawIOBase):
         self._f = f
         self.pos = 0
         self.record_start = 0  # set by the reader loop after each complete record
+        # pcapng: dpkt reads every block as an 8-byte header (type, length) and then the rest, and skips
+        # blocks that hold no packet (statistics, name resolution) inside its own loop; a read of exactly
+        # the header's size therefore starts a block, and an end of file there is a clean end.
+        self.block_header = 0
 
     def readable(self) -> bool:
         return True
@@ -150,6 +154,8 @@ class _CheckedFile(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         if n is None or n < 0 or n > MAX_RECORD_BYTES:
             raise _Corrupt(self.record_start, f"impossible record length {n}")
+        if n == self.block_header:
+            self.record_start = self.pos
         buf = self._f.read(n)
         self.pos += len(buf)
         if len(buf) < n and (buf or self.pos != self.record_start):
@@ -499,8 +505,9 @@ def _gre(g: dpkt.gre.GRE) -> Any:
         return inner
     if g.p in _ETH_MPLS:
         return _mpls(g.data)
-    if g.p == _ETH_ERSPAN2 and len(g.data) > 8:  # ERSPAN type II: an 8-byte header, then the mirrored frame
-        return _ip_of(dpkt.ethernet.Ethernet(g.data[8:]))
+    if g.p == _ETH_ERSPAN2:  # ERSPAN type II: an 8-byte header, then the mirrored frame; type I (no GRE
+        skip = 8 if g.flags & dpkt.gre.GRE_SP else 0  # sequence number, as Zeek tells them apart) has none
+        return _ip_of(dpkt.ethernet.Ethernet(g.data[skip:])) if len(g.data) > skip else None
     if g.p == _ETH_ERSPAN3 and len(g.data) > 12:  # type III: 12 bytes, 8 more when its O bit says so
         skip = 12 + (8 if g.data[11] & 0x01 else 0)
         return _ip_of(dpkt.ethernet.Ethernet(g.data[skip:]))
@@ -598,6 +605,7 @@ def _records(path: str, fh: _CheckedFile) -> Iterator[tuple[float, bytes, int]]:
         if magic in _PCAP_MAGICS:
             reader: Any = dpkt.pcap.Reader(fh)
         elif magic == _PCAPNG_MAGIC:
+            fh.block_header = 8
             reader = dpkt.pcapng.Reader(fh)
         else:
             raise _Corrupt(0, f"not a pcap or pcapng file (magic {magic.hex() or 'empty'})")

@@ -232,3 +232,19 @@ def test_an_unsupported_link_type_is_named_not_called_damaged(tmp_path, keep_par
     assert "unreadable" not in text and "damaged" not in text and "--keep-partial" not in text
     assert isinstance(info.value, CaptureError)  # the command line reports it like any capture problem
     assert not (tmp_path / "out").exists()  # nothing written, and nothing labelled partial
+
+
+def test_a_pcapng_that_ends_in_a_statistics_block_is_read_whole(tmp_path):
+    """Capture tools end a pcapng with an Interface Statistics Block (type 5, RFC draft pcapng §4.6): no packet,
+    and no damage either."""
+    path = tmp_path / "stats.pcapng"
+    q4, r4, q, _ = dns_udp()
+    with open(path, "wb") as fh:
+        w = dpkt.pcapng.Writer(fh)
+        w.writepkt(ether_ip(q4), ts=T0)
+        w.writepkt(ether_ip(r4), ts=T0 + 0.01)
+        body = struct.pack("<III", 0, 0, 0)  # interface 0, timestamp high and low; no options
+        fh.write(struct.pack("<II", 5, 12 + len(body)) + body + struct.pack("<I", 12 + len(body)))
+    rep = ingest([str(path)], str(tmp_path / "out"))
+    (f,) = rows(tmp_path / "out")
+    assert rep.packets == 2 and not rep.partial and f["orig_payload_prefix"] == q[:64] and f["resp_pkts"] == 1
