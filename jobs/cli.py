@@ -313,7 +313,7 @@ def _promote(cfg, args: argparse.Namespace) -> int:
 
 
 def _sql(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.sql import register_tables
+    from portprint.jobs.sql import inert_frame, register_tables
 
     register_tables(spark, cfg, args.warehouse)
     # pyspark also logs analysis errors as JSON on stderr; portprint reports them itself, in one line.
@@ -322,7 +322,8 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
         df = spark.sql(args.query)
     except Exception as exc:
         return _fail(str(exc).splitlines()[0])
-    df.show(args.limit, truncate=60)
+    # Cells hold bytes from traffic and the archive: printed only after inert_frame escapes them.
+    inert_frame(spark, df, args.limit).show(args.limit, truncate=60)
     return 0
 
 

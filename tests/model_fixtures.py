@@ -10,6 +10,8 @@ import numpy as np
 from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
 from portprint.models.autoencoder import PrefixAutoencoder, state_bytes
 from portprint.models.calibration import calibrate
+from portprint.udfs.features import FEATURE_VERSION
+from portprint.udfs.qname import N_QNAME_INPUTS, QNAME_VERSION
 
 
 def npy(values: np.ndarray) -> bytes:
@@ -30,15 +32,17 @@ def make_artifact(seed: int = 0, threshold: float | None = None, **qname_over) -
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    blob, qblob = state_bytes(PrefixAutoencoder(66, (32, 12))), state_bytes(PrefixAutoencoder(31, (16, 4)))
+    blob = state_bytes(PrefixAutoencoder(66, (32, 12)))
+    qblob = state_bytes(PrefixAutoencoder(N_QNAME_INPUTS, (16, 4)))
     known = np.array([3, 17, 99], np.uint64).astype("<u8").tobytes()
     cal, qcal = rng.lognormal(-4, 0.5, 2000), rng.lognormal(-2, 0.4, 1500)
     th, qth = calibrate(cal, 1e-3, "empirical"), calibrate(qcal, 1e-4, "lognormal")
-    q = {"feature_version": "qname-v3", "n_features": 31, "hidden": [16, 4], "threshold": qth.value,
+    q = {"feature_version": QNAME_VERSION, "n_features": N_QNAME_INPUTS, "hidden": [16, 4], "threshold": qth.value,
          "threshold_info": qth.as_dict(), "odd_threshold": float(np.quantile(qcal, 0.9)), "odd_rate": 0.1,
          "loss_stats": _stats(qcal),
          "flows_used": {"train": 900 + seed}, "epochs_run": 4, "known_names": 3}
-    meta = ModelMeta("bits-v1", 8, "mask", [32, 12], 66, th.value if threshold is None else threshold, th.as_dict(),
+    header_threshold = th.value if threshold is None else threshold
+    meta = ModelMeta(FEATURE_VERSION, 8, "mask", [32, 12], 66, header_threshold, th.as_dict(),
                      "2026-11-01", "2026-11-03", {"train": 1000 + seed, "calibration": 2000},
                      _stats(cal),
                      {"epochs_run": 3, "history": [[0.5, 0.6], [0.3, 0.4], [0.2, 0.35]], "seed": 53,

@@ -29,7 +29,7 @@ def _version_after(art: ModelArtifact, change) -> str:
 # Written out here, not taken from models/artifact.py: what a reviewer says decides a verdict.
 VERDICT_CHANGES = {
     "header threshold": lambda m, w, q, k: (m.update(threshold=0.06), (w, q, k))[1],
-    "feature version": lambda m, w, q, k: (m.update(feature_version="bits-v2"), (w, q, k))[1],
+    "feature version": lambda m, w, q, k: (m.update(feature_version="bits-v99"), (w, q, k))[1],
     "width": lambda m, w, q, k: (m.update(width=12), (w, q, k))[1],
     "id mode": lambda m, w, q, k: (m.update(id_mode="keep"), (w, q, k))[1],
     "hidden": lambda m, w, q, k: (m.update(hidden=[32, 8]), (w, q, k))[1],
@@ -37,9 +37,10 @@ VERDICT_CHANGES = {
     "question threshold": lambda m, w, q, k: (m["qname"].update(threshold=0.41), (w, q, k))[1],
     "odd threshold": lambda m, w, q, k: (m["qname"].update(odd_threshold=0.21), (w, q, k))[1],
     "odd rate": lambda m, w, q, k: (m["qname"].update(odd_rate=0.05), (w, q, k))[1],
-    "question features": lambda m, w, q, k: (m["qname"].update(feature_version="qname-v4"), (w, q, k))[1],
+    "question features": lambda m, w, q, k: (m["qname"].update(feature_version="qname-v99"), (w, q, k))[1],
     "question hidden": lambda m, w, q, k: (m["qname"].update(hidden=[16, 8]), (w, q, k))[1],
-    "question n_features": lambda m, w, q, k: (m["qname"].update(n_features=32), (w, q, k))[1],
+    "question n_features": lambda m, w, q, k: (m["qname"].update(n_features=m["qname"]["n_features"] + 1),
+                                               (w, q, k))[1],
     "header weights": lambda m, w, q, k: (w[:-1] + bytes([w[-1] ^ 1]), q, k),
     "question weights": lambda m, w, q, k: (w, q[:-1] + bytes([q[-1] ^ 1]), k),
     "known names": lambda m, w, q, k: (w, q, k[:-8]),
