@@ -386,7 +386,7 @@ def rethreshold(model_dir: str, out_dir: str, target_fpr: float, method: str = "
     if os.path.realpath(out_dir) == os.path.realpath(model_dir):
         raise TrainingError(f"--out {out_dir} is the model itself: a model is never edited in place; write the "
                             "re-thresholded model to a new folder")
-    art = ModelArtifact.load(model_dir)
+    art = ModelArtifact.load(model_dir, with_extras=True)
     name = QNAME_CALIBRATION_LOSS if block == "qname" else CALIBRATION_LOSS
     if name not in art.extras:
         raise TrainingError(f"{os.path.join(model_dir, name)} is missing: this model was trained without stored "

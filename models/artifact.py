@@ -272,9 +272,12 @@ class ModelArtifact:
         return out
 
     @classmethod
-    def load(cls, model_dir: str, _aside: bool = False) -> ModelArtifact:
+    def load(cls, model_dir: str, with_extras: bool = False, _aside: bool = False) -> ModelArtifact:
         """Read and verify a model folder: every file listed in model.json present with its SHA-256, and
-        model_version the content hash of the weights and of every value that decides a verdict."""
+        model_version the content hash of the weights and of every value that decides a verdict.
+
+        The extra files (held-out losses) are checked but kept only ``with_extras``: the artifact travels to
+        every Spark task, which needs the weights and nothing more."""
         path = Path(model_dir)
         m = _SIDE.match(path.name)
         if m and not _aside:
@@ -286,7 +289,7 @@ class ModelArtifact:
             if len(olds) == 1:
                 # A save is between moving the old folder aside and the new one in (or was killed there,
                 # and the next save puts it back): the old folder is the model at this path until then.
-                return cls.load(str(olds[0]), _aside=True)
+                return cls.load(str(olds[0]), with_extras, _aside=True)
         if not (path / WEIGHTS).is_file() or not (path / METADATA).is_file():
             raise ModelError(f"{model_dir} is not a portprint model: {WEIGHTS} and {METADATA} are needed; "
                              "create one with `portprint train --flows ARCHIVE --model DIR`")
@@ -322,7 +325,7 @@ class ModelArtifact:
             raise ModelError(f"{path} weights do not match model_version {meta.model_version} in {METADATA}: "
                              "the files were changed separately; retrain or restore both")
         data.pop(CARD, None)  # rewritten from the metadata on every save
-        return cls(weights, meta, qname, known, data)
+        return cls(weights, meta, qname, known, data if with_extras else {})
 
     def with_threshold(self, threshold: float, info: dict, block: str = "header") -> ModelArtifact:
         """The same weights with a new threshold for one block (and so a new model_version)."""

@@ -160,8 +160,9 @@ class Registry:
 
     def __init__(self, tracking_uri: str, registry_uri: str | None = None, experiment: str = "portprint",
                  artifact_location: str | None = None, cache_dir: str | None = None):
-        _quiet()
         from mlflow import MlflowClient
+
+        _quiet()  # after the import: importing mlflow sets its loggers up
 
         self.tracking_uri, self.registry_uri = tracking_uri, registry_uri or tracking_uri
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)

@@ -76,7 +76,8 @@ def test_folder_round_trip_lists_every_file_with_its_hash(tmp_path):
                                                        "calibration_loss.npy", "qname_calibration_loss.npy"])
     for name, digest in meta["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
-    back = ModelArtifact.load(str(out))
+    back = ModelArtifact.load(str(out), with_extras=True)
+    assert ModelArtifact.load(str(out)).extras == {}  # what travels to Spark tasks: no held-out losses
     assert (back.weights, back.qname_weights, back.qname_known, back.meta.model_version) == \
         (art.weights, art.qname_weights, art.qname_known, art.meta.model_version)
     assert back.extras == art.extras
