@@ -30,7 +30,7 @@ from portprint.jobs.ingest import CaptureError, UnsupportedLinkType, ingest
 SUFFIXES = (".pcap", ".pcapng", ".cap", ".trace")
 # A port-53 endpoint as tcpdump -nn prints it: a.b.c.d.53 or an IPv6 address followed by .53.
 PORT53 = re.compile(r"(\b\d+\.\d+\.\d+\.\d+|[0-9a-f]*:[0-9a-f:]+)\.53[: ]")
-TUNNEL = re.compile(r"\b(gre|vxlan|geneve|mpls|erspan)|[46]in[46]", re.I)
+TUNNEL = re.compile(r"\bgre(?![a-z])|\b(vxlan|geneve|mpls|erspan)|[46]in[46]", re.I)
 
 
 def one(path: str, work: str) -> dict:
