@@ -241,10 +241,7 @@ def _train(spark, cfg, args: argparse.Namespace) -> int:
     print(f"model {r.model_version} written to {r.model_dir}: header threshold {r.threshold:.6g} ({r.method}), "
           f"{r.flows_used['train']} training flows, {r.flows_used['calibration']} held out; "
           f"see {r.model_dir}/MODEL_CARD.md")
-    reg = register(cfg, args.model, args.registry)
-    if reg is not None:
-        print(f"registered as {reg.uri} (candidate); make it the champion with "
-              f"`portprint promote --model {reg.uri}`")
+    _registered(cfg, register(cfg, args.model, args.registry), args.registry, args.model)
     return 0
 
 
@@ -294,11 +291,19 @@ def _threshold(cfg, args: argparse.Namespace) -> int:
     art, th = rethreshold(source, args.out, args.target_fpr, args.method, args.block)
     print(f"model {art.meta.model_version} written to {args.out}: {args.block} threshold {th.value:.6g} "
           f"({th.method}: {th.reason})")
-    reg = register(cfg, args.out, args.registry, derived_from=args.model)
-    if reg is not None:
-        print(f"registered as {reg.uri} (candidate); make it the champion with "
-              f"`portprint promote --model {reg.uri}`")
+    _registered(cfg, register(cfg, args.out, args.registry, derived_from=args.model), args.registry, args.out)
     return 0
+
+
+def _registered(cfg, reg, store: str | None, model_dir: str) -> None:
+    from portprint.jobs.lifecycle import local_store
+
+    if reg is None:
+        return
+    where = local_store(cfg, store, model_dir)
+    flag = f" --registry {where}" if where else ""
+    print(f"registered as {reg.uri} (candidate); make it the champion with "
+          f"`portprint promote --model {reg.uri}{flag}`")
 
 
 def _promote(cfg, args: argparse.Namespace) -> int:

@@ -26,8 +26,15 @@ def open_registry(cfg: Config, store: str | None = None, model_dir: str | None =
             raise RegistryError("a models:/ URI needs to know where the registry is: pass --registry DIR (train keeps "
                                 f"it beside the model folder, in <its parent>/{STORE_DIR}) or set registry.path "
                                 "in a --conf file")
-        path = os.path.join(os.path.dirname(os.path.abspath(model_dir.rstrip("/"))), STORE_DIR)
+        path = local_store(cfg, None, model_dir)
     return Registry.local(path, rc.experiment, rc.cache)
+
+
+def local_store(cfg: Config, store: str | None, model_dir: str) -> str | None:
+    """The local store's folder a command used, when the configuration does not name it (for the hints)."""
+    if store or cfg.registry.tracking_uri or cfg.registry.path:
+        return store
+    return os.path.join(os.path.dirname(os.path.abspath(model_dir.rstrip("/"))), STORE_DIR)
 
 
 def model_folder(cfg: Config, model: str, store: str | None = None) -> str:
