@@ -21,6 +21,8 @@ from model_fixtures import make_artifact
 from portprint.jobs.cli import main
 from portprint.jobs.inert import inert
 from portprint.jobs.tables import FLOWS
+from portprint.models.artifact import ModelArtifact
+from portprint.models.registry import Registry
 
 ESC_CLEAR, ESC_RED = "\x1b[2J", "\x1b]0;owned\x07\x1b[31m"
 HTML = "<script>alert(1)</script>"
@@ -146,8 +148,13 @@ def hostile(tmp_path_factory) -> Path:
 
 
 def test_sql_prints_hostile_cells_inert(spark, hostile, tmp_path, capsys):
-    wh = str(tmp_path / "wh")
-    assert main(["score", "--flows", str(hostile / "flows"), "--model", str(hostile / "model"), "--warehouse", wh]) == 0
+    wh, store = str(tmp_path / "wh"), str(tmp_path / "mlruns")
+    # Scored with the registry's champion: score resolves the URI to a verified local copy of the folder.
+    Registry.local(store).log_training(str(hostile / "model"), "portprint")
+    assert main(["promote", "--model", "models:/portprint/1", "--registry", store]) == 0
+    assert main(["score", "--flows", str(hostile / "flows"), "--model", "models:/portprint@champion", "--registry",
+                 store, "--warehouse", wh]) == 0
+    assert "model " + ModelArtifact.load(str(hostile / "model")).meta.model_version in capsys.readouterr().err
     capsys.readouterr()
     assert main(["sql", "--warehouse", wh, "SELECT flow_id, src_ip, prefix_text, qname, failed_fields, "
                  "cast(unhex(prefix_hex) AS STRING) AS raw, unhex(prefix_hex) AS bytes FROM anomalies "
