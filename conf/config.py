@@ -84,6 +84,7 @@ class ModelConf:
     qname_trim: float = 0.005
     qname_known_max: int = 1_000_000
     qname_min_flows: int = 500
+    window_days: int = 14      # train on this many most recent archive dates (train --days; --start/--end win)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,19 @@ class OutputConf:
 
 
 @dataclass(frozen=True)
+class RegistryConf:
+    """The model registry (models/registry.py): MLflow, a local store unless a URI is given."""
+
+    enabled: bool = True             # train and threshold register each model folder they write
+    path: str | None = None          # local store folder; null: <the model folder's parent>/mlruns
+    tracking_uri: str | None = None  # instead of the local store, e.g. databricks
+    registry_uri: str | None = None  # e.g. databricks-uc (Unity Catalog); null: the tracking URI
+    model_name: str = "portprint"    # Unity Catalog: catalog.schema.model
+    experiment: str = "portprint"    # Databricks: a workspace path, e.g. /Shared/portprint
+    cache: str | None = None         # where models:/ URIs are downloaded; null: <store>/cache or the temp folder
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     archive: ArchiveConf = field(default_factory=ArchiveConf)
@@ -126,6 +140,7 @@ class Config:
     threshold: ThresholdConf = field(default_factory=ThresholdConf)
     pairs: PairsConf = field(default_factory=PairsConf)
     output: OutputConf = field(default_factory=OutputConf)
+    registry: RegistryConf = field(default_factory=RegistryConf)
     env: str = "local"
 
     def validate(self) -> Config:
@@ -144,6 +159,7 @@ class Config:
              "threshold.qname_method must be auto, empirical, lognormal or pot"),
             (self.output.writer in ("auto", "spark", "delta-rs"), "output.writer must be auto, spark or delta-rs"),
             (self.model.qname_known_max >= 0, "model.qname_known_max must be 0 or more"),
+            (self.model.window_days >= 0, "model.window_days must be 0 (every date) or more"),
             (0 < self.pairs.odd_rate < 0.5, "pairs.odd_rate must be in (0, 0.5)"),
             (self.pairs.odd_rate < self.pairs.min_share <= 1, "pairs.min_share must be above odd_rate and at most 1"),
             (0 < self.pairs.alpha < 1, "pairs.alpha must be in (0, 1)"),

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 EPILOG = textwrap.dedent("""\
     A night's work, end to end:
       portprint sample --out /data/flows --days 3           # or point at your own archive
-      portprint train  --flows /data/flows --model /models/dns --end 2026-11-20
-      portprint score  --flows /data/flows --model /models/dns --warehouse /data/wh --start 2026-11-21
+      portprint train  --flows /data/flows --model /models/dns --end 2026-11-20   # registers models:/portprint/1
+      portprint promote --model models:/portprint/1 --registry /models/mlruns
+      portprint score  --flows /data/flows --model models:/portprint@champion --registry /models/mlruns \
+                       --warehouse /data/wh --start 2026-11-21      # or --model /models/dns, the folder itself
       portprint sql    --warehouse /data/wh "SELECT date, detector, count(*) FROM anomalies GROUP BY 1, 2"
 
     Defaults come from conf/base.yml plus conf/<env>.yml; --conf FILE overrides both (for example
@@ -30,6 +32,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _dates(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--start", metavar="YYYY-MM-DD", help=f"first date to {what} (default: the first present)")
     p.add_argument("--end", metavar="YYYY-MM-DD", help=f"last date to {what}, inclusive (default: the last present)")
+
+
+def _registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", metavar="DIR",
+                   help="the local MLflow model registry (default: registry.path in conf/, else <the model folder's "
+                        "parent>/mlruns)")
+
+
+MODEL_HELP = ("a model folder written by `portprint train`, or a registry URI: models:/portprint@champion, "
+              "models:/portprint/3")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,15 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on a truncated or corrupt capture, keep the flows read before the damage")
     _common(p)
 
-    p = sub.add_parser("train", help="train the autoencoder on the site's port-53 flows and calibrate it",
+    p = sub.add_parser("train", help="train the autoencoders on the site's port-53 flows and calibrate them",
                        description="Train on the port-53 flows of a date window (those the header rule "
-                                   "accepts), hold some out, and set the threshold at the target "
-                                   "false-positive rate. Writes model.pt, model.json and MODEL_CARD.md.")
+                                   "accepts), hold some out, and set each model's threshold at its target "
+                                   "false-positive rate. Writes a model folder (model.pt, qname.pt, model.json, "
+                                   "MODEL_CARD.md) whole, then registers it in the model registry as a new "
+                                   "version with the alias `candidate`; `portprint promote` makes it the champion.")
     p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="folder to write the model to")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR",
+                   help="folder to write the model to (an existing model there is replaced whole, never edited)")
+    p.add_argument("--days", type=int, metavar="N",
+                   help="train on the N most recent archive dates ending at --end (default model.window_days: 14; "
+                        "0: every date); --start picks the first date instead")
     _dates(p, "train on")
     p.add_argument("--target-fpr", type=float, metavar="F",
-                   help="false-positive rate the threshold aims at on held-out DNS (default 1e-4)")
+                   help="false-positive rate the header model's threshold aims at on held-out DNS (default "
+                        "threshold.target_fpr: 1e-4)")
+    p.add_argument("--qname-target-fpr", type=float, metavar="F",
+                   help="false-positive rate the question model's threshold aims at on held-out names (default "
+                        "threshold.qname_target_fpr: 1e-6)")
+    _registry(p)
     _common(p)
 
     p = sub.add_parser("score", help="score archive dates and write the anomalies and runs Delta tables",
@@ -80,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "a tunnel). A date's anomalies are replaced in one Delta commit, so reruns "
                                    "never duplicate rows.")
     p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
+    p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
+    _registry(p)
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
     _dates(p, "score")
     p.add_argument("--new-only", action="store_true",
@@ -97,20 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and the threshold each needs. dns-tunnel is reported on its own line.")
     p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
     p.add_argument("--labels", required=True, metavar="LABELS", help="Parquet or CSV with flow_id,label")
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
+    p.add_argument("--model", required=True, metavar="MODEL",
+                   help=MODEL_HELP + "; a URI's version gets the evaluation's numbers as eval.* metrics")
+    _registry(p)
     p.add_argument("--out", metavar="DIR", help="write evaluation.json, evaluation.md and plots here")
     _dates(p, "evaluate")
     _common(p)
 
-    p = sub.add_parser("threshold", help="move a model's threshold to another false-positive rate",
-                       description="Re-derive the threshold from the held-out losses stored at training time, "
-                                   "without retraining. The model gets a new model_version.")
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a folder written by `portprint train`")
+    p = sub.add_parser("threshold", help="write a copy of a model with its threshold at another false-positive rate",
+                       description="Re-derive one block's threshold from the held-out losses stored at training "
+                                   "time, without retraining, and write the result as a new model folder (a new "
+                                   "model_version, registered as a new candidate version). The model it starts "
+                                   "from is never changed.")
+    p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the new model to")
     p.add_argument("--target-fpr", required=True, type=float, metavar="F", help="e.g. 1e-4")
     p.add_argument("--method", choices=["auto", "empirical", "lognormal", "pot"], default="auto",
                    help="empirical quantile, log-normal fit (Kitsune), or auto (default)")
     p.add_argument("--block", choices=["header", "qname"], default="header",
                    help="which model's threshold: the header model (default) or the question-section model")
+    _registry(p)
+    _common(p)
+
+    p = sub.add_parser("promote", help="make a registered model version the champion that nightly scoring uses",
+                       description="Give a registered version the registry alias `champion` (scoring with "
+                                   "--model models:/portprint@champion then uses it). The version it replaces "
+                                   "is tagged retired; both stay in the registry, unchanged.")
+    p.add_argument("--model", required=True, metavar="URI", help="the version, e.g. models:/portprint/3 or "
+                                                                 "models:/portprint@candidate")
+    _registry(p)
     _common(p)
 
     p = sub.add_parser("sql", help="run Spark SQL over the anomalies, runs and anomaly_patterns tables",
@@ -143,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ingest":
             return _ingest(args)
         if args.command == "threshold":
-            return _threshold(args)
+            return _threshold(cfg, args)
+        if args.command == "promote":
+            return _promote(cfg, args)
         from portprint.jobs.engine.session import build_session
 
         spark = build_session(cfg)
@@ -188,12 +229,19 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _train(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.lifecycle import register
     from portprint.jobs.train import run_train
 
-    r = run_train(spark, cfg, args.flows, args.model, args.start, args.end, args.target_fpr)
+    for flag in ("target_fpr", "qname_target_fpr"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < 0.5:
+            return _fail(f"--{flag.replace('_', '-')} must be between 0 and 0.5, e.g. 1e-4")
+    r = run_train(spark, cfg, args.flows, args.model, args.start, args.end, args.target_fpr, args.qname_target_fpr,
+                  args.days)
     print(f"model {r.model_version} written to {r.model_dir}: header threshold {r.threshold:.6g} ({r.method}), "
           f"{r.flows_used['train']} training flows, {r.flows_used['calibration']} held out; "
           f"see {r.model_dir}/MODEL_CARD.md")
+    _registered(cfg, register(cfg, args.model, args.registry), args.registry, args.model)
     return 0
 
 
@@ -202,7 +250,10 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
 
     if args.chunk_days is not None and args.chunk_days < 1:
         return _fail("--chunk-days must be at least 1")
-    r = run_score(spark, cfg, args.flows, args.model, args.warehouse, args.start, args.end, new_only=args.new_only,
+    from portprint.jobs.lifecycle import model_folder
+
+    model = model_folder(cfg, args.model, args.registry)
+    r = run_score(spark, cfg, args.flows, model, args.warehouse, args.start, args.end, new_only=args.new_only,
                   chunk_days=args.chunk_days)
     if not r.dates:
         print(f"nothing to score: all {len(r.skipped_dates)} date(s) in range are scored with model "
@@ -218,24 +269,56 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
 
 def _evaluate(spark, cfg, args: argparse.Namespace) -> int:
     from portprint.jobs.evaluate import format_table, run_evaluate
+    from portprint.jobs.lifecycle import model_folder, open_registry
+    from portprint.models.registry import is_registry_uri
 
-    ev = run_evaluate(spark, cfg, args.flows, args.labels, args.model, args.start, args.end, args.out)
+    model = model_folder(cfg, args.model, args.registry)
+    ev = run_evaluate(spark, cfg, args.flows, args.labels, model, args.start, args.end, args.out)
     print(format_table(ev))
+    if is_registry_uri(args.model):
+        reg = open_registry(cfg, args.registry).log_evaluation(args.model, ev)
+        print(f"evaluation logged to {reg.uri} (run {reg.run_id})")
     return 0
 
 
-def _threshold(args: argparse.Namespace) -> int:
+def _threshold(cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.lifecycle import model_folder, register
     from portprint.jobs.train import rethreshold
 
     if not 0 < args.target_fpr < 0.5:
         return _fail("--target-fpr must be between 0 and 0.5, e.g. 1e-4")
-    art, th = rethreshold(args.model, args.target_fpr, args.method, args.block)
-    print(f"model {art.meta.model_version}: {args.block} threshold {th.value:.6g} ({th.method}: {th.reason})")
+    source = model_folder(cfg, args.model, args.registry)
+    art, th = rethreshold(source, args.out, args.target_fpr, args.method, args.block)
+    print(f"model {art.meta.model_version} written to {args.out}: {args.block} threshold {th.value:.6g} "
+          f"({th.method}: {th.reason})")
+    _registered(cfg, register(cfg, args.out, args.registry, derived_from=args.model), args.registry, args.out)
+    return 0
+
+
+def _registered(cfg, reg, store: str | None, model_dir: str) -> None:
+    from portprint.jobs.lifecycle import local_store
+
+    if reg is None:
+        return
+    where = local_store(cfg, store, model_dir)
+    flag = f" --registry {where}" if where else ""
+    print(f"registered as {reg.uri} (candidate); make it the champion with "
+          f"`portprint promote --model {reg.uri}{flag}`")
+
+
+def _promote(cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.lifecycle import open_registry
+
+    new, before = open_registry(cfg, args.registry).promote(args.model)
+    was = f"; it replaces version {before.version} (model {before.model_version})" if before else ""
+    if before is not None and before.version == new.version:
+        was = "; it already was"
+    print(f"{new.uri} (model {new.model_version}) is the champion{was}")
     return 0
 
 
 def _sql(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.sql import register_tables
+    from portprint.jobs.sql import inert_frame, register_tables
 
     register_tables(spark, cfg, args.warehouse)
     # pyspark also logs analysis errors as JSON on stderr; portprint reports them itself, in one line.
@@ -244,7 +327,8 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
         df = spark.sql(args.query)
     except Exception as exc:
         return _fail(str(exc).splitlines()[0])
-    df.show(args.limit, truncate=60)
+    # Cells hold bytes from traffic and the archive: printed only after inert_frame escapes them.
+    inert_frame(spark, df, args.limit).show(args.limit, truncate=60)
     return 0
 
 

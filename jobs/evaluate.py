@@ -23,6 +23,7 @@ from portprint.conf.config import Config
 from portprint.jobs.archive import ArchiveError, open_source
 from portprint.jobs.archive.spark import canonical, read_archive, scope_condition
 from portprint.jobs.engine import pipeline
+from portprint.jobs.inert import inert
 from portprint.jobs.warehouse import Stage
 from portprint.models.metrics import (
     BENIGN,
@@ -228,7 +229,7 @@ def format_table(ev: dict) -> str:
     """The stdout table: one line per label and detector, then the headline numbers."""
     lines = [f"{'label':<14}{'flows':>9}{'flagged':>9}{'rate':>9}{'rule':>8}{'model':>8}{'qname':>8}"]
     for lab, row in sorted(ev["per_label"].items(), key=lambda kv: (kv[0] != BENIGN, kv[0] == TUNNEL, kv[0])):
-        lines.append(f"{lab:<14}{row['flows']:>9}{row['flagged']:>9}{row['rate']:>9.4f}"
+        lines.append(f"{inert(lab):<14}{row['flows']:>9}{row['flagged']:>9}{row['rate']:>9.4f}"
                      f"{row['rule_flagged']:>8}{row['model_flagged']:>8}{row.get('qname_flagged', 0):>8}")
     lines.append("")
     for name, d in ev["detectors"].items():
@@ -239,12 +240,12 @@ def format_table(ev: dict) -> str:
                  f"{ev['per_label'].get(BENIGN, {}).get('flows', 0)} flows)")
     hb = ev["hard_benign"]
     if hb["flows"]:
-        cats = ", ".join(f"{c} {v['flagged']}/{v['flows']}" for c, v in hb["by_category"].items())
+        cats = ", ".join(f"{inert(c)} {v['flagged']}/{v['flows']}" for c, v in hb["by_category"].items())
         lines.append(f"hard-benign names: {hb['flagged']}/{hb['flows']} flagged, false-positive rate {hb['fpr']:.5f} "
                      f"({cats})")
     tu = ev["tunnel"]
     if tu["flows"]:
-        cats = ", ".join(f"{c} {v['flagged']}/{v['flows']}" for c, v in tu["by_category"].items())
+        cats = ", ".join(f"{inert(c)} {v['flagged']}/{v['flows']}" for c, v in tu["by_category"].items())
         lines.append(f"dns-tunnel: {tu['flagged']}/{tu['flows']} flagged, recall {tu['recall']:.4f} ({cats})")
     lines.append(f"ROC-AUC combined {ev['roc_auc']:.5f}, header model alone {ev['roc_auc_model']:.5f}"
                  + (f"; question model on tunnels {ev['roc_auc_qname_tunnel']:.5f}"
@@ -263,11 +264,26 @@ def format_table(ev: dict) -> str:
     return "\n".join(lines)
 
 
+def json_safe(value):
+    """``value`` with numpy scalars as Python numbers and NaN or infinite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def write_report(ev: dict, s: Scored, out: str) -> str:
     """evaluation.json, roc.png, loss_by_label.png and evaluation.md in ``out``."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "evaluation.json"), "w") as f:
-        json.dump(ev, f, indent=2, sort_keys=True, default=float)
+        # Strict JSON: NaN and infinities (a rate over no flows) become null; label names from the labels file
+        # are escaped by the encoder (ASCII only, so no control character or invalid byte reaches a reader).
+        json.dump(json_safe(ev), f, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=True)
     images = []
     try:
         import matplotlib
@@ -296,7 +312,8 @@ def write_report(ev: dict, s: Scored, out: str) -> str:
         bins = np.logspace(np.log10(floor), np.log10(max(float(s.loss.max()), floor * 10)), 60)
         ax.set_prop_cycle(color=plt.cm.tab20.colors)  # one colour per label, up to twenty
         for lab in sorted(set(s.label.tolist())):
-            ax.hist(np.clip(s.loss[s.label == lab], floor, None), bins=bins, histtype="step", label=lab, density=True)
+            ax.hist(np.clip(s.loss[s.label == lab], floor, None), bins=bins, histtype="step", label=inert(lab),
+                    density=True)
         ax.axvline(ev["threshold"], color="black", ls="--", label="threshold")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

@@ -4,6 +4,11 @@ The file formats and the link/IP/TCP/UDP headers are parsed by dpkt; this module
 table: it pairs the two directions of a 5-tuple, reassembles the first 64 bytes of each TCP stream
 (as Arkime does: by sequence number, so retransmissions and out-of-order segments land where they
 belong) and writes one Parquet file per UTC day under ``out/date=YYYY-MM-DD/``.
+
+Tunnels are opened as Zeek and Suricata open them: IP-in-IP (4in4, 6in4, 4in6, 6in6), GRE (IP, Ethernet,
+MPLS, PPP payloads; also GRE over UDP 4754), VXLAN (UDP 4789), Geneve (UDP 6081) and MPLS label stacks.
+The innermost flow is what lands in the archive; the tunnel's own outer packets make no flow.
+Called by `portprint ingest` (jobs/cli.py).
 """
 
 from __future__ import annotations
@@ -83,6 +88,31 @@ class CaptureError(ValueError):
         )
 
 
+class UnsupportedLinkType(CaptureError):
+    """A capture whose link layer ingest cannot read (not damage: the file may be perfectly fine)."""
+
+    def __init__(self, path: str, linktype: int):
+        ValueError.__init__(
+            self,
+            f"{path}: unsupported link type {linktype} ({link_type_name(linktype)}): ingest reads Ethernet, Linux "
+            "cooked (SLL, SLL2), loopback (NULL, LOOP) and raw IPv4/IPv6 captures. Capture again on an Ethernet "
+            "interface or with `tcpdump -i any` (Linux cooked), or leave this file out.",
+        )
+        self.path, self.offset, self.reason, self.linktype = path, 0, f"unsupported link type {linktype}", linktype
+
+
+def link_type_name(linktype: int) -> str:
+    """The link type's name from dpkt's table of tcpdump's LINKTYPE values (e.g. 10 -> FDDI)."""
+    names = sorted(n[4:] for n in dir(dpkt.pcap) if n.startswith("DLT_") and getattr(dpkt.pcap, n) == linktype)
+    return " or ".join(names) if names else "unknown"
+
+
+class _Unsupported(Exception):
+    def __init__(self, linktype: int):
+        super().__init__(f"unsupported link type {linktype}")
+        self.linktype = linktype
+
+
 class _Corrupt(Exception):
     """Raised by _CheckedFile; turned into CaptureError with the file name."""
 
@@ -105,6 +135,10 @@ class _CheckedFile(io.RawIOBase):
         self._f = f
         self.pos = 0
         self.record_start = 0  # set by the reader loop after each complete record
+        # pcapng: dpkt reads every block as an 8-byte header (type, length) and then the rest, and skips
+        # blocks that hold no packet (statistics, name resolution) inside its own loop; a read of exactly
+        # the header's size therefore starts a block, and an end of file there is a clean end.
+        self.block_header = 0
 
     def readable(self) -> bool:
         return True
@@ -120,6 +154,8 @@ class _CheckedFile(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         if n is None or n < 0 or n > MAX_RECORD_BYTES:
             raise _Corrupt(self.record_start, f"impossible record length {n}")
+        if n == self.block_header:
+            self.record_start = self.pos
         buf = self._f.read(n)
         self.pos += len(buf)
         if len(buf) < n and (buf or self.pos != self.record_start):
@@ -380,12 +416,6 @@ class _FlowTable:
 def _decode_link(linktype: int) -> Callable[[bytes], Any]:
     """Return a function frame -> dpkt IP/IP6 object (or something else, which is skipped)."""
 
-    def by_version(buf: bytes) -> Any:
-        if not buf:
-            return None
-        v = buf[0] >> 4
-        return dpkt.ip.IP(buf) if v == 4 else dpkt.ip6.IP6(buf) if v == 6 else None
-
     if linktype == _DLT_EN10MB:
         ip4, ip6, eth = dpkt.ip.IP, dpkt.ip6.IP6, dpkt.ethernet.Ethernet
 
@@ -401,18 +431,139 @@ def _decode_link(linktype: int) -> Callable[[bytes], Any]:
 
         return ethernet
     if linktype in (_DLT_NULL, _DLT_LOOP):  # 4-byte address family, byte order varies by host
-        return lambda buf: by_version(buf[4:])
+        return lambda buf: _by_version(buf[4:])
     if linktype in _DLT_RAW or linktype in (_DLT_IPV4, _DLT_IPV6):
-        return by_version
+        return _by_version
     if linktype == _DLT_SLL:
         return lambda buf: dpkt.sll.SLL(buf).data
     if linktype == _DLT_SLL2:
         return lambda buf: dpkt.sll2.SLL2(buf).data
-    raise ValueError(f"unsupported link type {linktype}")
+    raise _Unsupported(linktype)
+
+
+# Tunnels (see the module docstring). Zeek's Tunnel::max_depth is 2; real captures nest a little deeper
+# (MPLS + GRE + VXLAN), so allow four before giving up on a packet.
+MAX_TUNNEL_DEPTH = 4
+VXLAN_PORT, GENEVE_PORT, GRE_UDP_PORT = 4789, 6081, 4754
+_ETH_TEB, _ETH_IP4, _ETH_IP6, _ETH_MPLS = 0x6558, 0x0800, 0x86DD, (0x8847, 0x8848)
+_ETH_ERSPAN2, _ETH_ERSPAN3 = 0x88BE, 0x22EB
+
+
+def _ip_of(obj: Any) -> Any:
+    """The IP packet inside a decoded link or tunnel payload (Ethernet, PPP, ...), or None."""
+    for _ in range(4):
+        if isinstance(obj, (dpkt.ip.IP, dpkt.ip6.IP6)):
+            return obj
+        if isinstance(obj, (dpkt.ethernet.Ethernet, dpkt.ppp.PPP)):
+            obj = obj.data
+        else:
+            return None
+    return None
+
+
+def _by_version(buf: bytes) -> Any:
+    if not buf:
+        return None
+    v = buf[0] >> 4
+    return dpkt.ip.IP(buf) if v == 4 else dpkt.ip6.IP6(buf) if v == 6 else None
+
+
+def _mpls(buf: bytes) -> Any:
+    """IP under an MPLS label stack carried as raw bytes (GRE payload 0x8847): the stack ends at the label with
+    the bottom-of-stack bit; what follows is IPv4 or IPv6 by its version nibble, else a pseudowire Ethernet
+    frame (with or without a control word), the same guess dpkt makes for MPLS in Ethernet."""
+    for _ in range(24):
+        if len(buf) < 4:
+            return None
+        bottom = buf[2] & 0x01
+        buf = buf[4:]
+        if bottom:
+            break
+    if buf and buf[0] >> 4 in (4, 6):
+        return _by_version(buf)
+    if buf[:2] == b"\x00\x00":
+        buf = buf[4:]
+    return _ip_of(dpkt.ethernet.Ethernet(buf))
+
+
+def _ethertype_payload(ptype: int, buf: bytes) -> Any:
+    if ptype == _ETH_TEB:
+        return _ip_of(dpkt.ethernet.Ethernet(buf))
+    if ptype == _ETH_IP4:
+        return dpkt.ip.IP(buf)
+    if ptype == _ETH_IP6:
+        return dpkt.ip6.IP6(buf)
+    if ptype in _ETH_MPLS:
+        return _mpls(buf)
+    return None
+
+
+def _gre(g: dpkt.gre.GRE) -> Any:
+    """The IP packet a GRE packet carries (dpkt decodes IP, Ethernet and PPP payloads; MPLS and ERSPAN not)."""
+    inner = _ip_of(g.data)
+    if inner is not None or not isinstance(g.data, bytes):
+        return inner
+    if g.p in _ETH_MPLS:
+        return _mpls(g.data)
+    if g.p == _ETH_ERSPAN2:  # ERSPAN type II: an 8-byte header, then the mirrored frame; type I (no GRE
+        skip = 8 if g.flags & dpkt.gre.GRE_SP else 0  # sequence number, as Zeek tells them apart) has none
+        return _ip_of(dpkt.ethernet.Ethernet(g.data[skip:])) if len(g.data) > skip else None
+    if g.p == _ETH_ERSPAN3 and len(g.data) > 12:  # type III: 12 bytes, 8 more when its O bit says so
+        skip = 12 + (8 if g.data[11] & 0x01 else 0)
+        return _ip_of(dpkt.ethernet.Ethernet(g.data[skip:]))
+    return None
+
+
+_NOT_A_TUNNEL = object()
+
+
+def _udp_tunnel(seg: dpkt.udp.UDP) -> Any:
+    """The IP packet inside VXLAN, Geneve or GRE-over-UDP; None when the payload is not IP; _NOT_A_TUNNEL when
+    the datagram is not a valid tunnel header after all (then it is an ordinary UDP flow).
+
+    dpkt 1.9.8 has no VXLAN or Geneve parser; both headers are 8 bytes (RFC 7348, RFC 8926), so they are
+    read here: VXLAN carries an Ethernet frame; Geneve adds options (their length in 4-byte words is the low
+    6 bits of byte 0) and names its payload with an ethertype in bytes 2-3."""
+    buf = seg.data
+    if seg.dport == VXLAN_PORT and len(buf) > 8 and buf[0] & 0x08:  # the I flag: a valid VNI follows
+        return _ip_of(dpkt.ethernet.Ethernet(buf[8:]))
+    if seg.dport == GENEVE_PORT and len(buf) >= 8 and buf[0] >> 6 == 0:  # version 0
+        start = 8 + 4 * (buf[0] & 0x3F)
+        return _ethertype_payload(int.from_bytes(buf[2:4], "big"), buf[start:])
+    if seg.dport == GRE_UDP_PORT and len(buf) >= 4:  # RFC 8086
+        return _gre(dpkt.gre.GRE(buf))
+    return _NOT_A_TUNNEL
+
+
+def _decapsulate(ipo: Any) -> Any:
+    """The innermost IP packet of the tunnels in ``ipo`` (``ipo`` itself when it is no tunnel); None for a
+    tunnel whose payload is not IP (ARP, keepalives) or nested deeper than MAX_TUNNEL_DEPTH."""
+    for _ in range(MAX_TUNNEL_DEPTH + 1):
+        if isinstance(ipo, dpkt.ip.IP) and ipo.offset:
+            return ipo  # a non-first fragment: nothing to open
+        data = ipo.data
+        if isinstance(data, (dpkt.ip.IP, dpkt.ip6.IP6)):  # IP-in-IP: protocol 4 or 41
+            inner = data
+        elif isinstance(data, dpkt.gre.GRE):
+            inner = _gre(data)
+        elif isinstance(data, dpkt.udp.UDP) and data.dport in (VXLAN_PORT, GENEVE_PORT, GRE_UDP_PORT):
+            inner = _udp_tunnel(data)
+            if inner is _NOT_A_TUNNEL:
+                return ipo
+        else:
+            return ipo
+        if inner is None:
+            return None
+        ipo = inner
+    return None
 
 
 def _transport(ipo: Any) -> tuple[int, bytes, int, bytes, int, Any, bytes, int] | None:
-    """Pick the TCP/UDP header out of a decoded IP packet; None for anything we do not track."""
+    """Pick the TCP/UDP header out of a decoded IP packet, inside its tunnels; None for what we do not track."""
+    if isinstance(ipo, (dpkt.ip.IP, dpkt.ip6.IP6)):
+        ipo = _decapsulate(ipo)
+    if ipo is None:
+        return None
     if isinstance(ipo, dpkt.ip.IP):
         if ipo.offset:  # a non-first fragment carries no ports
             return None
@@ -454,6 +605,7 @@ def _records(path: str, fh: _CheckedFile) -> Iterator[tuple[float, bytes, int]]:
         if magic in _PCAP_MAGICS:
             reader: Any = dpkt.pcap.Reader(fh)
         elif magic == _PCAPNG_MAGIC:
+            fh.block_header = 8
             reader = dpkt.pcapng.Reader(fh)
         else:
             raise _Corrupt(0, f"not a pcap or pcapng file (magic {magic.hex() or 'empty'})")
@@ -509,8 +661,8 @@ def ingest(
                         if dec is None:
                             try:
                                 dec = decoders[linktype] = _decode_link(linktype)
-                            except ValueError as e:
-                                raise _Corrupt(0, str(e)) from e
+                            except _Unsupported as e:  # not damage: --keep-partial does not apply
+                                raise UnsupportedLinkType(path, e.linktype) from None
                         try:
                             tr = _transport(dec(buf))
                         except decode_errors:

@@ -1,7 +1,10 @@
-"""Train the autoencoder on the site's own port-53 flows and calibrate its threshold."""
+"""Train the autoencoders on the site's own port-53 flows and calibrate their thresholds (`portprint train`,
+`portprint threshold`)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import os
 import sys
 import time
@@ -16,6 +19,7 @@ from pyspark.sql import functions as F
 
 from portprint.conf.config import Config
 from portprint.jobs.archive import open_source
+from portprint.jobs.archive.plan import ArchiveError, is_remote, list_dates, parse_date
 from portprint.models.artifact import ModelArtifact, ModelMeta, content_version
 from portprint.models.autoencoder import (
     PrefixAutoencoder,
@@ -58,10 +62,37 @@ class TrainReport:
     seconds: float
 
 
+def training_window(flows: str, date_col: str, start: str | None, end: str | None,
+                    days: int | None) -> tuple[list[str] | None, dict]:
+    """The archive dates to train on, and how they were chosen (recorded in model.json and the card).
+
+    Explicit ``start`` wins: every date in [start, end]. Otherwise the ``days`` most recent archive dates
+    ending at ``end`` (default: the last present); a remote archive, which cannot be listed, takes the
+    ``days`` calendar days ending at ``end``. ``days`` None or 0 with no ``start``: every date up to ``end``.
+    """
+    if start or not days:
+        return None, {"how": "explicit" if start or end else "all", "start": start, "end": end}
+    if days < 1:
+        raise ArchiveError(f"--days must be at least 1, not {days}")
+    end = parse_date(end, "--end") if end else None
+    if is_remote(flows):
+        if end is None:
+            raise ArchiveError(f"{flows} is a remote path: pass --end (or --start and --end) so the window is known")
+        last = dt.date.fromisoformat(end)
+        dates = [(last - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+    else:
+        present = [d for d in list_dates(flows, date_col) if end is None or d <= end]
+        if not present:
+            raise ArchiveError(f"no archive dates up to {end or 'the last'} under {flows}; "
+                               "check --flows and --end")
+        dates = present[-days:]
+    return dates, {"how": "days", "days": days, "end": end}
+
+
 def collect_training_flows(spark: SparkSession, cfg: Config, flows: str, start: str | None,
-                           end: str | None) -> tuple[pa.Table, list[str], dict]:
+                           end: str | None, dates: list[str] | None = None) -> tuple[pa.Table, list[str], dict]:
     """The in-scope flows of the window, sampled down to max_train_flows, as a narrow Arrow table."""
-    source = open_source(spark, cfg, flows, start, end)
+    source = open_source(spark, cfg, flows, start, end, dates)
     plan = source.plan
     scoped = source.flows()
     if scoped is None:
@@ -92,7 +123,7 @@ def model_card(meta: ModelMeta, th: Threshold, qth: Threshold | None = None) -> 
   prefix), plus is_tcp and whether the framing length is plausible. The random DNS ID is
   {"masked (not an input, not in the loss)" if meta.id_mode == "mask" else "kept, as in the published design"}.
 - **Architecture:** dense autoencoder {meta.n_features} -> {" -> ".join(map(str, meta.hidden))} -> mirrored.
-- **Training window:** {meta.train_start} .. {meta.train_end}.
+- **Training window:** {_window_text(meta)}.
 - **Flows:** {fu.get("in_scope_with_payload")} in scope with a payload; {fu.get("sampled")} sampled;
   {fu.get("rule_rejected")} left out because the header rule rejected them; {fu.get("train")} trained on,
   {fu.get("calibration")} held out for calibration.
@@ -116,6 +147,17 @@ def model_card(meta: ModelMeta, th: Threshold, qth: Threshold | None = None) -> 
 
 portprint raises alerts for people to judge; it never blocks or acts on traffic.
 """
+
+
+def _window_text(meta: ModelMeta) -> str:
+    w = meta.training.get("window", {})
+    n = len(w.get("dates", []))
+    text = f"{meta.train_start} .. {meta.train_end} ({n} archive date{'s' if n != 1 else ''}"
+    if w.get("how") == "days":
+        text += f": the {w['days']} most recent ending at {w.get('end') or 'the last present'}"
+    elif w.get("how") == "explicit":
+        text += ": --start/--end"
+    return text + ")"
 
 
 def _loss_stats(cal_loss: np.ndarray) -> dict:
@@ -161,7 +203,7 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
     patterns, counts = unique_patterns(fit)
     used["distinct_patterns"] = len(patterns)
     if mc.qname_augment:
-        # Benign name shapes the window may lack join as patterns seen once (see models/augment.py).
+        # Benign name shapes the window may lack join as patterns seen once (see udfs/augment.py).
         wires, protos = benign_name_prefixes(seed=mc.seed)
         extra = model_inputs(qname_features_from_arrow(wires, protos))
         patterns, idx = np.unique(np.concatenate([patterns, extra]), axis=0, return_inverse=True)
@@ -243,7 +285,7 @@ def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
 
 
 def legal_floor(model: PrefixAutoencoder, weights: np.ndarray, width: int, mask_id: bool) -> tuple[float, str]:
-    """The header threshold's floor: just above the loss of every legal header in models/augment.py.
+    """The header threshold's floor: just above the loss of every legal header in udfs/augment.py.
 
     Those headers are DNS by RFC, so flagging one is a false positive by construction. A threshold read
     off a site's held-out traffic sits in the tail of its own few header shapes, which can be below a
@@ -256,13 +298,21 @@ def legal_floor(model: PrefixAutoencoder, weights: np.ndarray, width: int, mask_
 
 
 def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, start: str | None = None,
-              end: str | None = None, target_fpr: float | None = None,
+              end: str | None = None, target_fpr: float | None = None, qname_target_fpr: float | None = None,
+              days: int | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> TrainReport:
-    """Train on the window's port-53 flows, calibrate on held-out ones, write the model directory."""
+    """Train on the window's port-53 flows, calibrate on held-out ones, write the model directory.
+
+    The window: ``start``..``end`` when ``start`` is given, else the ``days`` most recent archive dates
+    ending at ``end`` (``days`` None: ``model.window_days``). ``target_fpr`` sets the header model's
+    threshold, ``qname_target_fpr`` the question model's; each defaults to its own ``threshold`` setting.
+    """
     t0 = time.monotonic()
     mc, fc = cfg.model, cfg.features
     target = target_fpr if target_fpr is not None else cfg.threshold.target_fpr
-    table, dates, used = collect_training_flows(spark, cfg, flows, start, end)
+    window, how = training_window(flows, cfg.archive.columns.date, start, end,
+                                  mc.window_days if days is None else days)
+    table, dates, used = collect_training_flows(spark, cfg, flows, start, end, window)
     log(f"portprint train: {table.num_rows} flows from {dates[0]}..{dates[-1]} collected "
         f"in {time.monotonic() - t0:.1f}s")
     proto = pc.fill_null(table["proto"], 0).to_numpy()
@@ -285,7 +335,7 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     patterns, counts = unique_patterns(fit)
     used["distinct_patterns"] = len(patterns)
     if mc.augment:
-        # Legal headers the window may lack join as patterns seen once (see models/augment.py).
+        # Legal headers the window may lack join as patterns seen once (see udfs/augment.py).
         extra = augmented_features(fc.width, fc.id_mode == "mask")
         patterns, idx = np.unique(np.concatenate([patterns, extra]), axis=0, return_inverse=True)
         counts = np.bincount(idx.ravel(), weights=np.concatenate([counts, np.ones(len(extra))])).astype(np.int64)
@@ -300,22 +350,21 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     cal_loss = reconstruction_loss(scoring_model, cal, weights)
     floor, why = legal_floor(scoring_model, weights, fc.width, fc.id_mode == "mask") if mc.augment else (0.0, "")
     th = calibrate(cal_loss, target, cfg.threshold.method, floor, why)
-    qtarget = target_fpr if target_fpr is not None else cfg.threshold.qname_target_fpr
+    qtarget = qname_target_fpr if qname_target_fpr is not None else cfg.threshold.qname_target_fpr
     qblob, qmeta, qcal, qth, qknown = train_qname(table["prefix"], proto, keep, table["date"], cfg, qtarget, log)
     meta = ModelMeta(
         feature_version=FEATURE_VERSION, width=fc.width, id_mode=fc.id_mode, hidden=list(mc.hidden),
         n_features=fit.shape[1], threshold=th.value, threshold_info=th.as_dict(),
         train_start=dates[0], train_end=dates[-1], flows_used=used,
         loss_stats=_loss_stats(cal_loss) | {"best_val_loss": result.best_val_loss},
-        training={"epochs_run": result.epochs_run, "history": result.history, **asdict(mc)},
+        training={"epochs_run": result.epochs_run, "history": result.history, **asdict(mc),
+                  "window": how | {"dates": list(dates)}},
         qname=qmeta,
     )
     meta = ModelMeta(**(asdict(meta) | {"model_version": content_version(blob, meta, qblob, qknown)}))
-    ModelArtifact(blob, meta, qblob, qknown).save(model_dir, card=model_card(meta, th, qth))
-    # Kept so `portprint threshold` can move the thresholds later without retraining.
-    np.save(os.path.join(model_dir, CALIBRATION_LOSS), cal_loss.astype(np.float64))
-    if qcal is not None:
-        np.save(os.path.join(model_dir, QNAME_CALIBRATION_LOSS), qcal.astype(np.float64))
+    # The held-out losses are kept so `portprint threshold` can move the thresholds without retraining.
+    extras = {CALIBRATION_LOSS: _npy(cal_loss)} | ({QNAME_CALIBRATION_LOSS: _npy(qcal)} if qcal is not None else {})
+    ModelArtifact(blob, meta, qblob, qknown, extras).save(model_dir, card=model_card(meta, th, qth))
     seconds = time.monotonic() - t0
     log(f"portprint train: model {meta.model_version}, header threshold {th.value:.4g} ({th.method}), "
         + (f"question threshold {qth.value:.4g} ({qth.method}), " if qth else "no question model, ")
@@ -323,19 +372,30 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     return TrainReport(model_dir, meta.model_version, th.value, th.method, used, result.epochs_run, seconds)
 
 
-def rethreshold(model_dir: str, target_fpr: float, method: str = "auto",
+def _npy(values: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, values.astype(np.float64))
+    return buf.getvalue()
+
+
+def rethreshold(model_dir: str, out_dir: str, target_fpr: float, method: str = "auto",
                 block: str = "header") -> tuple[ModelArtifact, Threshold]:
-    """Re-derive one block's threshold from its stored held-out losses, without retraining."""
-    art = ModelArtifact.load(model_dir)
-    path = os.path.join(model_dir, QNAME_CALIBRATION_LOSS if block == "qname" else CALIBRATION_LOSS)
-    if not os.path.isfile(path):
-        raise TrainingError(f"{path} is missing: this model was trained without stored {block} calibration "
-                            "losses; retrain")
+    """Re-derive one block's threshold from its stored held-out losses, without retraining, and write the
+    result as a new model folder ``out_dir`` (a new model_version); ``model_dir`` is never changed."""
+    if os.path.realpath(out_dir) == os.path.realpath(model_dir):
+        raise TrainingError(f"--out {out_dir} is the model itself: a model is never edited in place; write the "
+                            "re-thresholded model to a new folder")
+    art = ModelArtifact.load(model_dir, with_extras=True)
+    name = QNAME_CALIBRATION_LOSS if block == "qname" else CALIBRATION_LOSS
+    if name not in art.extras:
+        raise TrainingError(f"{os.path.join(model_dir, name)} is missing: this model was trained without stored "
+                            f"{block} calibration losses; retrain")
     old = art.meta.qname.get("threshold_info", {}) if block == "qname" else art.meta.threshold_info
     # The floor was measured with this model at training time: it still holds for any new target.
-    th = calibrate(np.load(path), target_fpr, method, old.get("floor", 0.0), old.get("floor_reason", ""))
+    th = calibrate(np.load(io.BytesIO(art.extras[name])), target_fpr, method, old.get("floor", 0.0),
+                   old.get("floor_reason", ""))
     new = art.with_threshold(th.value, th.as_dict(), block)
     header_th = Threshold(**new.meta.threshold_info)
     qname_th = Threshold(**new.meta.qname["threshold_info"]) if new.has_qname else None
-    new.save(model_dir, card=model_card(new.meta, header_th, qname_th))
+    new.save(out_dir, card=model_card(new.meta, header_th, qname_th))
     return new, th

@@ -296,10 +296,26 @@ def test_unity_catalog_names_follow_the_targets_catalog_and_schema(target):
     assert len(confs) == 1, f"every job should use the same conf file in {target}: {confs}"
     cfg = load_config("databricks", str(repo_path(confs.pop())))
     names = {k: getattr(cfg.output, k) for k in ("anomalies", "runs", "patterns", "pattern_days")
-             if hasattr(cfg.output, k)}
+             if hasattr(cfg.output, k)} | {"registry.model_name": cfg.registry.model_name}
     for key, name in names.items():
         assert name.startswith(f"{v['catalog']}.{v['schema']}."), f"{target}: output.{key} = {name}"
         assert name.count(".") == 2, f"{target}: output.{key} = {name} is not catalog.schema.table"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_jobs_name_the_registered_model_their_conf_registers(target):
+    """Nightly scoring reads the champion, the weekly evaluation the candidate, of the model train registers."""
+    seen = {}
+    for _, job, task, _ in tasks():
+        params = task.get("python_wheel_task", {}).get("parameters", [])
+        if "--model" in params:
+            resolved = [resolve(p, target, job) for p in params]
+            conf = resolved[resolved.index("--conf") + 1]
+            seen[params[0]] = (resolved[resolved.index("--model") + 1], load_config("databricks", str(repo_path(conf))))
+    name = seen["train"][1].registry.model_name
+    assert seen["score"][0] == f"models:/{name}@champion"
+    assert seen["evaluate"][0] == f"models:/{name}@candidate"
+    assert not seen["train"][0].startswith("models:/")  # train writes a folder, then registers it
 
 
 def test_databricks_overlay_names_unity_catalog_tables():

@@ -104,7 +104,7 @@ def test_auto_picks_lognormal_when_the_tail_is_unobservable():
 
 
 def _legal_wires() -> list[tuple[bytes, int]]:
-    """Legal DNS a narrow training window lacks, built by dnspython (not by models/augment.py)."""
+    """Legal DNS a narrow training window lacks, built by dnspython (not by udfs/augment.py)."""
     import dns.flags
     import dns.opcode
     import dns.update

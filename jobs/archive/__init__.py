@@ -38,13 +38,13 @@ class Source(Protocol):
     def flows_read(self) -> dict[str, int]: ...
 
 
-def open_source(spark: SparkSession, cfg: Config, flows: str, start: str | None = None, end: str | None = None
-                ) -> Source:
-    """Plan ``flows`` for [start, end] and choose its reader."""
+def open_source(spark: SparkSession, cfg: Config, flows: str, start: str | None = None, end: str | None = None,
+                dates: list[str] | None = None) -> Source:
+    """Plan ``flows`` for [start, end] (or exactly ``dates``) and choose its reader."""
     # The readers load the detection code (numba, torch) with them: imported here, so that importing the package
     # for its light parts (ArchiveError, parse_date: `report`, the notebooks) stays light.
     from portprint.jobs.archive.rowgroups import RowGroupSource, usable
     from portprint.jobs.archive.spark import SparkSource
 
-    plan = plan_archive(flows, cfg.archive.columns, cfg.archive.prefix_encoding, start, end)
+    plan = plan_archive(flows, cfg.archive.columns, cfg.archive.prefix_encoding, start, end, dates)
     return RowGroupSource(spark, cfg, plan) if usable(plan, cfg) else SparkSource(spark, cfg, plan)
