@@ -27,6 +27,7 @@ that hold the scored flows, and the scored flows' labels. ``write_labels`` write
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import sys
 from collections.abc import Iterable
@@ -66,7 +67,11 @@ class Setting:
 
 
 def read_labels(corpus: str | Path) -> list[dict[str, str]]:
-    with open(Path(corpus) / "labels.csv", newline="") as fh:
+    """labels.csv.gz (as committed) or labels.csv, one dict per flow."""
+    path = Path(corpus) / "labels.csv.gz"
+    if not path.exists():
+        path = Path(corpus) / "labels.csv"
+    with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as fh:
         return list(csv.DictReader(fh))
 
 

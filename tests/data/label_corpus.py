@@ -77,9 +77,13 @@ def first_queries(path: Path) -> dict[tuple, list[tuple[float, str | None]]]:
     out: dict[tuple, list[tuple[float, str | None]]] = {}
     with open(path, "rb") as fh:
         reader = dpkt.pcap.Reader(fh)
+        raw = reader.datalink() in (12, 14, 101)  # raw IP (the shifted corpus), else Ethernet
         for ts, buf in reader:
             try:
-                ip = dpkt.ethernet.Ethernet(buf).data
+                if raw:
+                    ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
+                else:
+                    ip = dpkt.ethernet.Ethernet(buf).data
             except (dpkt.UnpackError, IndexError):
                 continue
             if not isinstance(ip, (dpkt.ip.IP, dpkt.ip6.IP6)):

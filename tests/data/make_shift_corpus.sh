@@ -10,8 +10,8 @@
 # curl netcat-openbsd xxd iproute2 util-linux spamassassin spamd; in the project venv: dnspython, dpkt; pydnst
 # is installed from PyPI into a venv of its own ($TOOLS, default /tmp/ppc2-tools). Install daemons with a
 # policy-rc.d that denies starts, so nothing runs outside the namespaces.
-# Takes about 30 minutes on 2 cores; writes tests/data/shift/{<day>/*.pcap,manifest.csv,names.tsv,zones.tsv,
-# labels.csv}. CI never runs this; it reads the committed captures and labels.csv.
+# Takes about 30 minutes on 2 cores; writes tests/data/shift/{<day>/<HHMM>-<scenario>.pcap,manifest.csv,
+# names.tsv.gz,zones.tsv,days.tsv,labels.csv.gz}. CI never runs this; it reads the committed captures and labels.csv.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="$HERE/shift"
@@ -40,7 +40,8 @@ trap cleanup EXIT
 cleanup
 
 [ -x "$TOOLS/bin/python" ] || { python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install -q pydnst==1.0.4; }
-rm -rf "$OUT"; mkdir -p "$OUT" "$WORK/plan"
+[ -n "${ONLY:-}" ] || rm -rf "$OUT"
+mkdir -p "$OUT" "$WORK/plan"
 "$PY" "$HERE/shift_plan.py" setup "$WORK/plan" "$OUT"
 # NSEC3-signed zones (salt -, 0 extra iterations, as RFC 9276 advises); their DS records are the validating
 # resolver's trust anchors (the fake root is unsigned)
@@ -52,7 +53,7 @@ for z in $("$PY" -c "import sys; sys.path.insert(0, '$HERE'); import shift_plan;
   cat "$WORK/plan/dsset-$z." >> "$WORK/plan/trust-anchors.ds"
 done
 SA_OK=
-if [ -z "${NO_SPAMASSASSIN:-}" ] && command -v spamd >/dev/null && command -v spamc >/dev/null; then SA_OK=1; fi
+if [ -z "${NO_SPAMASSASSIN:-}" ] && command -v spamassassin >/dev/null; then SA_OK=1; fi
 
 run_split() {  # run_split INDEX
   local si=$1 s=${SPLITS[$1]} ns="ppc2-${SPLITS[$1]}" di day
@@ -61,7 +62,7 @@ run_split() {  # run_split INDEX
     di=$((si * 3 + di)); day=$(sed -n "$((di + 1))p" "$WORK/plan/days.list")
     mkdir -p "$WORK/$s-$day"
     ip netns exec "$ns" nice -n 10 env PY="$PY" OUT="$OUT" WORK="$WORK/$s-$day" HERE="$HERE" PLAN="$WORK/plan" DAY="$day" \
-      DI=$di SPLIT="$s" SI=$si TOOLS="$TOOLS" NSN="$ns" SA_OK="$SA_OK" bash "$HERE/shift_day.sh" \
+      DI=$di SPLIT="$s" SI=$si TOOLS="$TOOLS" NSN="$ns" SA_OK="$SA_OK" ONLY_SCENARIOS="${ONLY:-}" bash "$HERE/shift_day.sh" \
       > "$WORK/$s-$day.log" 2>&1 || echo "[shift] $day failed, see $WORK/$s-$day.log" >&2
     grep '^\[corpus\]' "$WORK/$s-$day.log" >&2 || true
   done
@@ -70,8 +71,19 @@ run_split() {  # run_split INDEX
 pids=()
 for si in 0 1 2; do run_split $si & pids+=($!); done
 wait "${pids[@]}"
-{ echo "file,initiator_ip,label,tool,server,category,responder_ip,qname,client,leg,family,scenario"
-  for d in $(cat "$WORK/plan/days.list"); do sed 1d "$OUT/$d/manifest.csv"; rm "$OUT/$d/manifest.csv"; done; } > "$OUT/manifest.csv"
+HEAD="file,initiator_ip,label,tool,server,category,responder_ip,qname,client,leg,family,scenario"
+if [ -z "${ONLY:-}" ]; then
+  { echo "$HEAD"; for d in $(cat "$WORK/plan/days.list"); do sed 1d "$OUT/$d/manifest.csv"; rm "$OUT/$d/manifest.csv"; done; } \
+    > "$OUT/manifest.csv"
+else  # the rerun scenarios' rules replace theirs
+  cat "$OUT"/*/manifest.only.csv | grep -v "^file," > "$WORK/new.csv"
+  cut -d, -f1 "$WORK/new.csv" | sort -u > "$WORK/new.files"
+  { echo "$HEAD"; sed 1d "$OUT/manifest.csv" | awk -F, 'NR == FNR { f[$1] = 1; next } !($1 in f)' "$WORK/new.files" -
+    cat "$WORK/new.csv"; } > "$WORK/manifest.csv"
+  mv "$WORK/manifest.csv" "$OUT/manifest.csv"; rm -f "$OUT"/*/manifest.only.csv
+fi
+rm -f "$OUT/labels.csv.gz" "$OUT/names.tsv.gz"
 "$PY" "$HERE/label_corpus.py" "$OUT"
+gzip -n -9 "$OUT/labels.csv" "$OUT/names.tsv"  # (tens of MB as text; evaluate and corpus_splits.py read .csv.gz)
 du -sh "$OUT"
 echo "[shift] generated in $(( $(date +%s) - T0 )) s" >&2

@@ -21,8 +21,12 @@ export SNAPLEN=330
 P="$PLAN/plan/$DAY"
 mkdir -p "$OUT/$DAY"
 MANI="$OUT/$DAY/manifest.csv"
+# ONLY_SCENARIOS="a b": rerun just these scenarios of the day (their rules go to manifest.only.csv, which
+# make_shift_corpus.sh merges); "tunnels" stands for every tunnel scenario (shift_tunnels.sh)
+[ -n "${ONLY_SCENARIOS:-}" ] && MANI="$OUT/$DAY/manifest.only.csv"
+wanted() { [ -z "${ONLY_SCENARIOS:-}" ] || [[ " $ONLY_SCENARIOS " == *" $1 "* ]]; }
 echo "file,initiator_ip,label,tool,server,category,responder_ip,qname,client,leg,family,scenario" > "$MANI"
-RESP_BYTES=96  # answers keep 96 bytes of DNS payload (the archive keeps 64)
+RESP_BYTES=64  # answers keep 64 bytes of DNS payload (what the archive keeps); packets stored as raw IP
 
 declare -A RK=([unbound]=1 [bind9]=2 [unbound-0x20]=3 [kresd]=4 [pdns-recursor]=5 [dnsmasq]=6 [dnsmasq-k8s]=7)
 declare -A RIMPL=([unbound]=unbound [bind9]=bind9 [unbound-0x20]=unbound [kresd]=kresd [pdns-recursor]=pdns-recursor
@@ -200,15 +204,18 @@ wait_addr() { for _ in $(seq 150); do ss -Hlun 'sport = :53' | grep -q "$1:53" &
 
 # ---------------------------------------------------------------- captures
 CAPS=()
-cap() {  # cap SCENARIO: start a capture for this scenario (filter: port 53, optionally more)
-  SCEN=$1; F="$DAY/$1.pcap"; local filt="port 53${2:+ and ($2)}"
-  tcpdump -Z root -i lo -U --immediate-mode -s $SNAPLEN -w "$WORK/$1.raw.pcap" "$filt" 2>"$WORK/$1.tcpdump.log" & TCPDUMP_PID=$!
-  for _ in $(seq 50); do grep -q listening "$WORK/$1.tcpdump.log" 2>/dev/null && break; sleep 0.1; done
+cap() {  # cap HH:MM SCENARIO [FILTER]: capture this scenario (port 53 [and FILTER]) into <day>/<HHMM>-<scenario>.pcap,
+  # starting at HH:MM on its day (the time prefix makes a folder's files sort in time order, as rotated captures do)
+  SLOT=$1; SCEN=$2; F="$DAY/${1/:/}-$2.pcap"; local filt="port 53${3:+ and ($3)}"
+  tcpdump -Z root -i lo -U --immediate-mode -s $SNAPLEN -w "$WORK/$SCEN.raw.pcap" "$filt" 2>"$WORK/$SCEN.tcpdump.log" & TCPDUMP_PID=$!
+  for _ in $(seq 50); do grep -q listening "$WORK/$SCEN.tcpdump.log" 2>/dev/null && break; sleep 0.1; done
 }
-uncap() {  # uncap START_HH:MM [SPAN_SECONDS]: stop, place the capture on its day, cut answers
+uncap() {  # uncap [SPAN_SECONDS]: stop, place the capture on its day (pauses stretched to SPAN), cut answers;
+  # SLOW_TO=FILE: write it there (the slow tunnels, merged into one capture afterwards)
   sleep 1; kill -INT "$TCPDUMP_PID"; wait "$TCPDUMP_PID" 2>/dev/null
   log "$DAY $SCEN: $(grep -o '[0-9]* packets captured' "$WORK/$SCEN.tcpdump.log")"
-  "$PY" "$HERE/retime.py" "$WORK/$SCEN.raw.pcap" "$OUT/$F" --start "${DAY}T$1:00" --span "${2:-0}" --resp-bytes $RESP_BYTES
+  "$PY" "$HERE/retime.py" "$WORK/$SCEN.raw.pcap" "${SLOW_TO:-$OUT/$F}" --start "${DAY}T$SLOT:00" --span "${1:-0}" \
+    --resp-bytes $RESP_BYTES --raw
   rm -f "$WORK/$SCEN.raw.pcap"
 }
 
@@ -280,22 +287,24 @@ start_servers
 # a resolver in service has long since primed its root and top-level delegations: do that before capturing
 for k in 1 2 3 4 5 6; do for n in . com net org; do dig -b 127.53.100.40 @127.53.53.$k "$n" NS +tries=2 +time=3 >/dev/null 2>&1; done; done
 log "$DAY ($SPLIT): servers up"
-if [ -z "${ONLY_TUNNELS:-}" ]; then
+if wanted background; then
 
-cap background
+cap 07:00 background
 run_background
 for c in dig kdig drill dnspython delv host nslookup getent; do
   for res in unbound bind9 unbound-0x20 kresd pdns-recursor dnsmasq; do stub_rule "$F" $c $res ordinary background; done
 done
 upstream_rules "$F" ordinary background
-uncap 07:00
+uncap
+fi
 
 i=0
 for scen in $(ls "$P" | sed -n 's/\.tsv$//p' | grep -v '^background$'); do
   f="$P/$scen.tsv"; c=$(head -1 "$f" | cut -f1); res=$(head -1 "$f" | cut -f4)
   cat_=$(awk -F'\t' -v s="$scen" '$2 == s { print $3; exit }' "$OUT/names.tsv" 2>/dev/null)
   cat_=${cat_:-$scen}
-  cap "$scen"
+  if ! wanted "$scen"; then i=$((i + 1)); continue; fi
+  cap "$(printf '%02d:%02d' $((7 + (10 + i * 10) / 60)) $(((10 + i * 10) % 60)))" "$scen"  # 07:10, 07:20, ...
   case $scen in
     reverse-sweep)  # nmap's own parallel reverse resolver, pointed at the day's resolver
       nmap -sL -n0 >/dev/null 2>&1; timeout 300 nmap -sL -R --dns-servers "$(raddr "$res" nmap)" "$(cut -f3 "$f")" >/dev/null 2>&1
@@ -311,7 +320,7 @@ for scen in $(ls "$P" | sed -n 's/\.tsv$//p' | grep -v '^background$'); do
       stub_rule "$F" getent dnsmasq-k8s "$cat_" "$scen";;
     mail-dnsbl)
       if [ -n "${SA_OK:-}" ]; then  # SpamAssassin's own network tests on a day of incoming mail (shift_mail.py)
-        "$PY" "$HERE/shift_mail.py" $((DI * 1000 + 7)) 40 "$WORK/mail.mbox"
+        "$PY" "$HERE/shift_mail.py" $((DI * 1000 + 7)) 25 "$WORK/mail.mbox"
         timeout 900 spamassassin -t --mbox --cf="dns_server $(raddr "$res" spamassassin)" --cf='dns_available yes' \
           < "$WORK/mail.mbox" > "$WORK/spamassassin.out" 2>&1; c=spamassassin
       else sed 's/^spamassassin/dnspython/' "$f" > "$WORK/dnsbl.tsv"; run_lines "$WORK/dnsbl.tsv" 1; c=dnspython; fi
@@ -327,11 +336,10 @@ for scen in $(ls "$P" | sed -n 's/\.tsv$//p' | grep -v '^background$'); do
       stub_rule "$F" "$c" "$res" "$cat_" "$scen";;
   esac
   upstream_rules "$F" "$cat_" "$scen"
-  uncap "$(printf '%02d:%02d' $((9 + i / 3)) $((i % 3 * 20)))"
+  uncap
   i=$((i + 1))
 done
 log "$DAY: hard-benign scenarios done"
-fi
 
 source "$HERE/shift_tunnels.sh"
 

