@@ -14,6 +14,12 @@ Optional rule columns (corpus_names.sh uses them; empty = no condition):
                 the initiator sent in that flow), not from portprint.
 The rule with the most conditions wins (a qname condition outweighs the address ones); ties go to the
 rule written first.
+
+A manifest with the columns ``client,leg,family,scenario`` (tests/data/shift, made by make_shift_corpus.sh) gets
+labels.csv with more columns after the original ones: the flow's first QNAME, the client implementation, the
+leg (``stub``: a client asking a resolver; ``upstream``: a resolver's or forwarder's own queries), the zone the
+QNAME falls in (longest suffix in zones.tsv, else its top-level domain), the tunnel family, the scenario, the
+UTC day and the split (days.tsv).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 import socket
 import sys
 import tempfile
+from datetime import timezone
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -46,6 +53,7 @@ FIELDS = [
     "server",
     "category",
 ]
+EXTRA = ["qname", "client", "leg", "zone", "family", "scenario", "day", "split"]
 
 
 def _qname(payload: bytes) -> str | None:
@@ -69,9 +77,13 @@ def first_queries(path: Path) -> dict[tuple, list[tuple[float, str | None]]]:
     out: dict[tuple, list[tuple[float, str | None]]] = {}
     with open(path, "rb") as fh:
         reader = dpkt.pcap.Reader(fh)
+        raw = reader.datalink() in (12, 14, 101)  # raw IP (the shifted corpus), else Ethernet
         for ts, buf in reader:
             try:
-                ip = dpkt.ethernet.Ethernet(buf).data
+                if raw:
+                    ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
+                else:
+                    ip = dpkt.ethernet.Ethernet(buf).data
             except (dpkt.UnpackError, IndexError):
                 continue
             if not isinstance(ip, (dpkt.ip.IP, dpkt.ip6.IP6)):
@@ -103,6 +115,24 @@ def load_names(corpus: Path) -> dict[str, str]:
         return {}
     with open(corpus / "names.tsv", newline="") as fh:
         return {r["name"]: r["category"] for r in csv.DictReader(fh, delimiter="\t")}
+
+
+def load_zones(corpus: Path) -> set[str]:
+    if not (corpus / "zones.tsv").exists():
+        return set()
+    with open(corpus / "zones.tsv", newline="") as fh:
+        return {r["zone"] for r in csv.DictReader(fh, delimiter="\t")}
+
+
+def zone_of(qname: str | None, zones: set[str]) -> str:
+    """The longest zone in zones.tsv that the name falls in; else its top-level domain ('.' for the root)."""
+    if not qname or qname == ".":
+        return "."
+    labels = qname.split(".")
+    for i in range(len(labels)):
+        if ".".join(labels[i:]) in zones:
+            return ".".join(labels[i:])
+    return labels[-1]
 
 
 def pick(rules: list[dict[str, str]], f: dict, qname: str | None) -> dict[str, str] | None:
@@ -141,6 +171,12 @@ def main(corpus: Path) -> None:
         for r in csv.DictReader(fh):
             rules.setdefault(r["file"], []).append(r)
     names = load_names(corpus)
+    zones = load_zones(corpus)
+    extended = bool(rules) and "leg" in next(iter(rules.values()))[0]
+    split_of: dict[str, str] = {}
+    if (corpus / "days.tsv").exists():
+        with open(corpus / "days.tsv", newline="") as fh:
+            split_of = {r["day"]: r["split"] for r in csv.DictReader(fh, delimiter="\t")}
     rows, unlabelled = [], 0
     for name in sorted(rules):
         if not (corpus / name).exists() or (corpus / name).stat().st_size <= 24:
@@ -160,24 +196,35 @@ def main(corpus: Path) -> None:
                     file=sys.stderr,
                 )
                 continue
-            rows.append(
-                {
-                    "file": name,
-                    "flow_id": f["flow_id"],
-                    "ts": f["ts"].isoformat(),
-                    "proto": f["proto"],
-                    "src_ip": f["src_ip"],
-                    "src_port": f["src_port"],
-                    "dst_ip": f["dst_ip"],
-                    "dst_port": f["dst_port"],
-                    "label": match["label"],
-                    "tool": match["tool"],
-                    "server": match["server"],
-                    "category": category(match, qname, names),
-                }
-            )
+            row = {
+                "file": name,
+                "flow_id": f["flow_id"],
+                "ts": f["ts"].isoformat(),
+                "proto": f["proto"],
+                "src_ip": f["src_ip"],
+                "src_port": f["src_port"],
+                "dst_ip": f["dst_ip"],
+                "dst_port": f["dst_port"],
+                "label": match["label"],
+                "tool": match["tool"],
+                "server": match["server"],
+                "category": category(match, qname, names),
+            }
+            if extended:
+                day = f["ts"].astimezone(timezone.utc).date().isoformat()
+                row.update(
+                    qname=qname if qname is not None else "",
+                    client=match["client"] or match["tool"],
+                    leg=match["leg"],
+                    zone=zone_of(qname, zones),
+                    family=match["family"],
+                    scenario=match["scenario"],
+                    day=day,
+                    split=split_of.get(day, ""),
+                )
+            rows.append(row)
     with open(corpus / "labels.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w = csv.DictWriter(fh, fieldnames=FIELDS + EXTRA if extended else FIELDS)
         w.writeheader()
         w.writerows(rows)
     print(f"{len(rows)} labelled flows, {unlabelled} unlabelled", file=sys.stderr)
