@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from portprint.jobs.archive import parse_date
-from portprint.udfs.scoring import DETECTORS
+from portprint.udfs.suppress import DETECTOR_NAMES
 
 TREND_COLUMNS = ("date", "anomalies", "moving_avg", "band_low", "band_high", "outside_band")
 HUNT_COLUMNS = ("date", "ts", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "matched_side", "detector",
@@ -71,7 +71,7 @@ def trend_frame(runs_df: DataFrame, window_days: int = 7, k: float = 2.0) -> Dat
 def detector_counts(anomalies_df: DataFrame) -> DataFrame:
     """Rows of ``anomalies`` per date and detector (header-rule, header-model, qname-model, qname-pair),
     ordered by date."""
-    return (anomalies_df.groupBy("date").pivot("detector", list(DETECTORS[1:])).count()
+    return (anomalies_df.groupBy("date").pivot("detector", list(DETECTOR_NAMES)).count()
             .na.fill(0).orderBy("date"))
 
 
