@@ -36,7 +36,7 @@ STATUSES = ("confirmed", "benign", "duplicate", "new")
 TRIAGE_STATUSES = ("new", "confirmed", "benign", "duplicate", "suppressed")
 TARGETS = ("flow", "pattern", "pair")
 TRIAGE_COLUMNS = ("pattern", "status", "verdict_status", "verdict_by", "verdict_at", "verdict_note",
-                  "verdict_target", "suppressed_by")
+                  "verdict_target", "first_verdict_at", "suppressed_by")
 _SPECIFIC = {"flow": 3, "pair": 2, "pattern": 1}
 
 
@@ -77,7 +77,8 @@ def read_verdicts(spark: SparkSession, cfg: Config, warehouse: str, reader: str 
 
 def latest_verdicts(verdicts: DataFrame, at: dt.datetime | None = None) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(per flow_id, per pattern, per pair) the latest usable verdict recorded at or before ``at``, as a
-    struct column ``v`` that orders by (recorded_at, specificity, verdict_id)."""
+    struct column ``v`` that orders by (recorded_at, specificity, verdict_id), and the first one's time
+    (``first``)."""
     v = verdicts.where(F.col("problem").isNull()) if "problem" in verdicts.columns else verdicts.where(
         verdict_problem().isNull())
     if at is not None:
@@ -90,8 +91,9 @@ def latest_verdicts(verdicts: DataFrame, at: dt.datetime | None = None) -> tuple
 
     def latest(kind: str, keys: list[str]) -> DataFrame:
         w = Window.partitionBy(*keys).orderBy(F.col("v").desc())
+        first = F.min("recorded_at").over(Window.partitionBy(*keys))
         return (v.where(F.col("target_kind") == kind).withColumn("_n", F.row_number().over(w))
-                .where("_n = 1").select(*keys, "v"))
+                .withColumn("first", first).where("_n = 1").select(*keys, "v", "first"))
 
     return latest("flow", ["flow_id"]), latest("pattern", ["pattern"]), latest("pair", ["src_ip", "dst_ip", "date"])
 
@@ -140,9 +142,10 @@ def triaged(anomalies: DataFrame, verdicts: DataFrame, rules: Sequence[Rule],
     else:
         a = a.withColumn("suppressed_by", F.lit(None).cast("string"))
     flow, pattern, pair = latest_verdicts(verdicts, at)
-    a = (a.join(F.broadcast(flow.withColumnRenamed("v", "_vf")), "flow_id", "left")
-         .join(F.broadcast(pattern.withColumnRenamed("v", "_vp")), "pattern", "left")
-         .join(F.broadcast(pair.withColumnRenamed("v", "_vq")), ["src_ip", "dst_ip", "date"], "left")
+    a = (a.join(F.broadcast(flow.withColumnsRenamed({"v": "_vf", "first": "_ff"})), "flow_id", "left")
+         .join(F.broadcast(pattern.withColumnsRenamed({"v": "_vp", "first": "_fp"})), "pattern", "left")
+         .join(F.broadcast(pair.withColumnsRenamed({"v": "_vq", "first": "_fq"})), ["src_ip", "dst_ip", "date"],
+               "left")
          .withColumn("_v", F.greatest("_vf", "_vp", "_vq")))
     verdict = F.col("_v.status")
     status = (F.when(verdict == "confirmed", F.lit("confirmed"))
@@ -151,7 +154,7 @@ def triaged(anomalies: DataFrame, verdicts: DataFrame, rules: Sequence[Rule],
     return a.select(*ANOMALIES.names, "pattern", status.alias("status"), verdict.alias("verdict_status"),
                     F.col("_v.by").alias("verdict_by"), F.col("_v.at").alias("verdict_at"),
                     F.col("_v.note").alias("verdict_note"), F.col("_v.target").alias("verdict_target"),
-                    "suppressed_by")
+                    F.least("_ff", "_fp", "_fq").alias("first_verdict_at"), "suppressed_by")
 
 
 def triaged_from_warehouse(spark: SparkSession, cfg: Config, warehouse: str, at: dt.datetime | None = None,
