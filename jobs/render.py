@@ -4,21 +4,22 @@ in a string column), for terminals, HTML, Markdown, CSV and JSON. Called by the 
 Control characters never reach an output as themselves: C0, DEL, C1, the Unicode bidirectional overrides and
 isolates, zero-width and line/paragraph separators, and undecodable bytes are shown as escapes (``\\x1b``,
 ``\\u202e``). The standard library escapes HTML (``html.escape``); Markdown has no library escape function,
-so ``md`` backslash-escapes every ASCII punctuation character (CommonMark: any of them may be escaped) and
-writes ``<``, ``>`` and ``&`` as entities, which also keeps table pipes inert.
+so ``md`` backslash-escapes the characters that mean something inline (CommonMark lets any ASCII punctuation
+be escaped), a block marker at the start, and writes ``<``, ``>`` and ``&`` as entities; pipes stay in
+their table cell.
 """
 
 from __future__ import annotations
 
 import html
 import re
-import string
 
 # Characters shown as escapes: C0 and DEL, C1, soft hyphen, zero-width and directional formatting, line and
 # paragraph separators, BOM, and lone surrogates (undecodable bytes arrive as U+DC80..U+DCFF).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
                      "\ud800-\udfff]")
-_MD_PUNCT = frozenset(string.punctuation)
+_MD_INLINE = frozenset("\\`*_[](){}!|~")
+_MD_LEADING = re.compile(r"^([#+=-]|\d+(?=[.)]))")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -50,19 +51,13 @@ def html_text(value: object) -> str:
 
 def md(value: object) -> str:
     """Inert text for Markdown, table cells included: punctuation backslash-escaped, < > & as entities."""
-    out = []
-    for ch in text(value):
-        if ch == "<":
-            out.append("&lt;")
-        elif ch == ">":
-            out.append("&gt;")
-        elif ch == "&":
-            out.append("&amp;")
-        elif ch in _MD_PUNCT:
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
+    entities = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+    out = "".join(entities.get(ch) or ("\\" + ch if ch in _MD_INLINE else ch) for ch in text(value))
+    m = _MD_LEADING.match(out)
+    if m:  # a list, heading or setext marker at the start of a paragraph
+        end = m.end()
+        out = "\\" + out if not out[0].isdigit() else out[:end] + "\\" + out[end:]
+    return out
 
 
 def csv_cell(value: object) -> str:

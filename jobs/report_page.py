@@ -164,7 +164,8 @@ def collect(f: Frames, start: str | None = None, end: str | None = None, at: dt.
     # Triage over the period's anomalies, as the rules stand at `at`.
     view = triage.triaged(in_period, f.verdicts, f.rules, at)
     status = {r["status"]: r["n"] for r in view.groupBy("status").agg(F.count(F.lit(1)).alias("n")).collect()}
-    waits = [r["w"] / 3.6e9 for r in view.where(F.col("first_verdict_at").isNotNull()).select(
+    # A verdict on a pattern or pair can precede a later flow: that flow was triaged as it arrived (0 hours).
+    waits = [max(r["w"], 0) / 3.6e9 for r in view.where(F.col("first_verdict_at").isNotNull()).select(
         (F.unix_micros("first_verdict_at") - F.unix_micros("ts")).alias("w")).collect()]
     oldest = (view.where(F.col("status") == "new").orderBy("ts", "flow_id").limit(1)
               .withColumn("t", F.unix_micros("ts")).collect())
@@ -250,7 +251,8 @@ def _sections(d: dict) -> list[tuple[str, str, list[str], list[list[str]], list[
     tri = [[s, _n(n)] for s, n in t["by_status"].items()]
     o = t["oldest_untriaged"]
     tri_notes = [
-        f"Median time from the flow to its first verdict: {_f(t['median_hours_to_verdict'])} hours "
+        f"Median time from the flow to its first verdict (0 when a verdict on its pattern or pair came first): "
+        f"{_f(t['median_hours_to_verdict'])} hours "
         f"({t['verdicts_applied']} anomalies with a verdict).",
         ("Oldest untriaged: " + f"{o['ts']} UTC, {o['age_days']} days old, {o['detector']}, {o['src_ip']} -> "
          f"{o['dst_ip']}, pattern {o['pattern']}, flow {o['flow_id']}.") if o else "Oldest untriaged: none.",

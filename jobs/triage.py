@@ -29,7 +29,7 @@ from portprint.jobs import delta_io, people_tables
 from portprint.jobs.archive import parse_date
 from portprint.jobs.config import Config
 from portprint.jobs.patterns import pattern_of
-from portprint.jobs.tables import ANOMALIES, SUPPRESSIONS, VERDICTS
+from portprint.jobs.tables import ANOMALIES, SUPPRESSIONS, TS, VERDICTS
 from portprint.udfs.suppress import Rule, applicable, rules_from_rows, suppressed_by
 
 STATUSES = ("confirmed", "benign", "duplicate", "new")
@@ -38,6 +38,10 @@ TARGETS = ("flow", "pattern", "pair")
 TRIAGE_COLUMNS = ("pattern", "status", "verdict_status", "verdict_by", "verdict_at", "verdict_note",
                   "verdict_target", "first_verdict_at", "suppressed_by")
 _SPECIFIC = {"flow": 3, "pair": 2, "pattern": 1}
+# The anomalies_triaged view's schema (for tools that check SQL against it).
+TRIAGED = pa.schema([*ANOMALIES, ("pattern", pa.string()), ("status", pa.string()), ("verdict_status", pa.string()),
+                     ("verdict_by", pa.string()), ("verdict_at", TS), ("verdict_note", pa.string()),
+                     ("verdict_target", pa.string()), ("first_verdict_at", TS), ("suppressed_by", pa.string())])
 
 
 def now() -> dt.datetime:
