@@ -299,7 +299,8 @@ max-width:1400px;padding:0 16px}h1{font-size:22px;margin:0 0 4px}
 h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ccd3da;padding-bottom:3px}
 p.meta{color:#5b6670;margin:0 0 12px}ul.summary li{margin:2px 0}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12.5px;margin:4px 0 6px}
-th,td{border:1px solid #d6dce2;padding:3px 7px;text-align:left;vertical-align:top}
+th,td{border:1px solid #d6dce2;padding:3px 7px;text-align:left;vertical-align:top}td{white-space:nowrap}
+td.wrap{white-space:normal;min-width:16em}
 th{background:#eef1f4;font-weight:600}tr.out td{background:#fdecea}tr.chg td:first-child{border-left:4px solid #6a4fb3}
 tr.gap td{color:#8a949c;background:#f7f7f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
@@ -307,6 +308,8 @@ img{max-width:100%;height:auto;border:1px solid #e1e5e9;margin:6px 0}p.note{colo
 p.empty{color:#5b6670;font-style:italic}"""
 _MONO = {"pattern", "value", "example prefix (printable)", "example names", "client", "server", "model", "rule",
          "model_version"}
+_WRAP = {"pattern", "example prefix (printable)", "example names", "value"}
+_WRAP_TEXT = {"reason", "marks"}
 _NUMERIC = {"flows scored", "anomalies", "rate", "7-day avg", "suppressed at scoring", "flows", "sources",
             "destinations", "distinct names", "median qname_score", "max qname_score", "dates", "hidden now (period)",
             "kept out at scoring (period)"}
@@ -342,7 +345,9 @@ def render_html(d: dict, images: dict[str, bytes]) -> str:
                            else " class=\"chg\"" if r["model_changed"] else "")
                 cells = []
                 for h, v in zip(header, row, strict=True):
-                    kind = ' class="mono"' if h in _MONO else ' class="num"' if h in _NUMERIC or "per 100k" in h else ""
+                    kind = (' class="mono wrap"' if h in _WRAP else ' class="mono"' if h in _MONO
+                            else ' class="wrap"' if h in _WRAP_TEXT
+                            else ' class="num"' if h in _NUMERIC or "per 100k" in h else "")
                     cells.append(f"<td{kind}>{html_text(v)}</td>")
                 out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
             out.append("</tbody></table></div>")
