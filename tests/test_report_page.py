@@ -265,3 +265,21 @@ print(json.dumps(bad))
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
+
+
+def test_report_and_export_from_the_command_line(report, tmp_path, capsys):
+    from portprint.jobs.cli import main
+
+    wh = report[0]
+    assert main(["report", "--warehouse", wh, "--start", START, "--end", END, "--out", str(tmp_path / "r")]) == 0
+    assert f"report of {START}..{END}" in capsys.readouterr().out
+    assert {"report.html", "report.md", "report.json", "trend.png", "detectors.png"} <= set(os.listdir(tmp_path / "r"))
+    assert main(["report", "--warehouse", wh, "--start", END, "--end", START, "--out", str(tmp_path / "x")]) == 2
+    assert "is after --end" in capsys.readouterr().err
+    out = str(tmp_path / "alerts.csv")
+    assert main(["export", "--warehouse", wh, "--format", "csv", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    n = int(printed.split()[1])
+    assert n > 0 and len(Path(out).read_text().splitlines()) == n + 1  # the header, then one row per anomaly
+    assert main(["export", "--warehouse", wh, "--format", "csv", "--out", out]) == 0
+    assert capsys.readouterr().out.startswith("exported 0 anomalies")
