@@ -34,7 +34,9 @@ run: check-java $(BIN)/.installed
 	  "SELECT date, detector, src_ip, dst_ip, round(qname_score, 2) AS qscore, qtype, substr(qname, 1, 50) AS qname FROM anomalies WHERE detector LIKE 'qname-%' ORDER BY qname_score DESC"
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse \
 	  "SELECT date, flows_read, flows_scored, anomalies, rule_flagged, model_flagged, qname_flagged, writer, round(seconds, 1) AS seconds FROM runs ORDER BY date"
+	$(BIN)/portprint report --warehouse $(DEMO)/warehouse --out $(DEMO)/report
 	@echo "Tables (Delta): $(DEMO)/warehouse/anomalies and $(DEMO)/warehouse/runs; model card: $(DEMO)/model/MODEL_CARD.md"
+	@echo "Report: $(DEMO)/report/report.html (and report.md beside it)"
 
 test: check-java $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -111,6 +111,10 @@ class OutputConf:
     runs: str = "runs"
     patterns: str = "anomaly_patterns"
     pattern_days: str = "anomaly_pattern_days"
+    verdicts: str = "verdicts"
+    suppressions: str = "suppressions"
+    suppression_hits: str = "suppression_hits"
+    exported: str = "exported"
     writer: str = "auto"
     top_bytes: int = 3
     chunk_days: int = 7

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive rate the question model's threshold aims at on held-out names (default "
                         "threshold.qname_target_fpr: 1e-6)")
     _registry(p)
+    p.add_argument("--benign-from", metavar="DIR",
+                   help="a warehouse: add the flows people marked benign, and flagged names under allowlisted "
+                        "domains, to training as normal traffic (the model card says how many)")
     _common(p)
 
     p = sub.add_parser("score", help="score archive dates and write the anomalies and runs Delta tables",
@@ -159,7 +162,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help='e.g. "SELECT * FROM anomalies ORDER BY score DESC LIMIT 20"')
     p.add_argument("--limit", type=int, default=50, help="rows to print at most (default 50)")
     _common(p)
+    _people_parsers(sub)
     return parser
+
+
+def _people_parsers(sub) -> None:
+    """triage, suppress, report and export: what people decide and read (jobs/triage.py and beside it)."""
+    p = sub.add_parser("triage", help="record a verdict on an anomaly, a pattern or a client-server pair",
+                       description="Append a verdict to the warehouse's `verdicts` table (append-only: the history "
+                                   "is the audit). An anomaly's status is the latest verdict on its flow, its "
+                                   "pattern or its pair and date; verdicts survive rescoring and new models.")
+    p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--flow-id", metavar="ID", help="one anomaly (anomalies.flow_id)")
+    target.add_argument("--pattern", metavar="P", help="every anomaly of a pattern (anomaly_patterns.pattern)")
+    target.add_argument("--pair", metavar="SRC,DST", help="a client-server pair's anomalies on --date")
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="the day of a --pair verdict")
+    p.add_argument("--status", required=True, choices=["confirmed", "benign", "duplicate", "new"],
+                   help="the verdict (new reopens)")
+    p.add_argument("--by", required=True, metavar="NAME", help="who decided")
+    p.add_argument("--note", metavar="TEXT", help="why, a ticket number, ...")
+    _common(p)
+
+    p = sub.add_parser("suppress", help="allowlists and mutes: add, list or remove suppression rules",
+                       description="Rules in the `suppressions` table hide matching anomalies from "
+                                   "`anomalies_triaged`, the report and the export at once (old rows included), "
+                                   "and keep them out of `anomalies` at scoring time. A domain rule covers the "
+                                   "domain and every name under it (example.com covers a.example.com, never "
+                                   "badexample.com); *.example.com is refused: write example.com.")
+    ss = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ss.add_parser("add", help="add a rule")
+    a.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    a.add_argument("--kind", required=True, choices=["domain", "pattern", "src", "dst", "pair", "detector"])
+    a.add_argument("--value", required=True, help="example.com | a pattern | 10.0.0.0/8 | SRC,DST | header-model")
+    a.add_argument("--reason", required=True, help="why this is benign (kept for the audit)")
+    a.add_argument("--by", required=True, metavar="NAME", help="who adds it")
+    a.add_argument("--expires", metavar="WHEN", help="12h, 30d, 2w, a date or ISO time; default never")
+    _common(a)
+    a = ss.add_parser("list", help="list the rules (active ones; --all for removed and expired too)")
+    a.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    a.add_argument("--all", action="store_true", help="also removed and expired rules")
+    _common(a)
+    a = ss.add_parser("remove", help="remove a rule (appends a removal: the audit keeps both)")
+    a.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    a.add_argument("--rule-id", required=True, metavar="ID", help="from `portprint suppress list`")
+    a.add_argument("--by", required=True, metavar="NAME", help="who removes it")
+    _common(a)
+
+    p = sub.add_parser("report", help="write the period's report: HTML page, Markdown twin and PNG plots",
+                       description="A self-contained HTML page (inline CSS, plots embedded), report.md and PNG "
+                                   "plots, in the same layout every time: per day flows, anomalies and rates per "
+                                   "detector against a 7-day moving average, model versions, new patterns, "
+                                   "escalated pairs, triage, suppressions and blind spots.")
+    p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    p.add_argument("--start", metavar="YYYY-MM-DD", help="first date (default: 13 days before --end)")
+    p.add_argument("--end", metavar="YYYY-MM-DD", help="last date (default: the last scored date)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write report.html, report.md, *.png")
+    _common(p)
+
+    p = sub.add_parser("export", help="hand new anomalies to a SIEM as ECS JSON lines or CSV, each once",
+                       description="Append the anomalies not exported before to FILE, in Elastic Common Schema "
+                                   "fields (portprint's own under portprint.*). A cursor table keyed on flow_id, "
+                                   "detector and date makes each anomaly go out once, whatever the reruns. "
+                                   "Suppressed and benign anomalies are left out unless --all.")
+    p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    p.add_argument("--format", required=True, choices=["jsonl", "csv"])
+    p.add_argument("--out", required=True, metavar="FILE", help="file to append to (created if missing)")
+    p.add_argument("--all", action="store_true", help="include suppressed and benign-triaged anomalies")
+    _common(p)
 
 
 def _fail(message: str) -> int:
@@ -188,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from portprint.jobs.engine.session import build_session
 
         spark = build_session(cfg)
-        return {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate}[args.command](spark, cfg, args)
+        handlers = {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate, "triage": _triage,
+                    "suppress": _suppress, "report": _report, "export": _export}
+        return handlers[args.command](spark, cfg, args)
     except (ArchiveError, ConfigError, EnvironmentProblem, ModelError, ValueError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
@@ -237,7 +309,7 @@ def _train(spark, cfg, args: argparse.Namespace) -> int:
         if value is not None and not 0 < value < 0.5:
             return _fail(f"--{flag.replace('_', '-')} must be between 0 and 0.5, e.g. 1e-4")
     r = run_train(spark, cfg, args.flows, args.model, args.start, args.end, args.target_fpr, args.qname_target_fpr,
-                  args.days)
+                  args.days, benign_from=args.benign_from)
     print(f"model {r.model_version} written to {r.model_dir}: header threshold {r.threshold:.6g} ({r.method}), "
           f"{r.flows_used['train']} training flows, {r.flows_used['calibration']} held out; "
           f"see {r.model_dir}/MODEL_CARD.md")
@@ -329,6 +401,80 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
         return _fail(str(exc).splitlines()[0])
     # Cells hold bytes from traffic and the archive: printed only after inert_frame escapes them.
     inert_frame(spark, df, args.limit).show(args.limit, truncate=60)
+    return 0
+
+
+def _triage(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.render import text
+    from portprint.jobs.triage import record_verdict
+
+    if args.date and not args.pair:
+        return _fail("--date goes with --pair (a flow or a pattern verdict needs no date)")
+    r = record_verdict(spark, cfg, args.warehouse, status=args.status, by=args.by, flow_id=args.flow_id,
+                       pattern=args.pattern, pair=args.pair, date=args.date, note=args.note)
+    target = args.flow_id or args.pattern or f"{args.pair} on {r.row['date']}"
+    print(f"verdict {args.status} on {r.row['target_kind']} {text(target)} ({r.anomalies} anomalies, were "
+          f"{r.old_status}) recorded by {text(args.by)}")
+    _warn_rejected(spark, cfg, args.warehouse)
+    return 0
+
+
+def _warn_rejected(spark, cfg, warehouse: str) -> None:
+    """Rows written by hand (INSERT INTO) that are ignored: listed on stderr with why, never fatal."""
+    from pyspark.sql import functions as F
+
+    from portprint.jobs.render import text
+    from portprint.jobs.triage import load_rules, read_verdicts
+
+    bad = read_verdicts(spark, cfg, warehouse).where(F.col("problem").isNotNull()).limit(20).collect()
+    for row in bad:
+        print(f"portprint: ignored verdict row {text(row['verdict_id'])} by {text(row['recorded_by'])}: "
+              f"{text(row['problem'])}", file=sys.stderr)
+    for row, why in load_rules(spark, cfg, warehouse)[1][:20]:
+        print(f"portprint: ignored suppressions row {text(row.get('rule_id'))}: {text(why)}", file=sys.stderr)
+
+
+def _suppress(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs import suppressions, triage
+    from portprint.jobs.render import text
+
+    if args.action == "add":
+        row = suppressions.add_rule(spark, cfg, args.warehouse, args.kind, args.value, args.reason, args.by,
+                                    args.expires)
+        until = f"until {row['expires_at']:%Y-%m-%d %H:%M} UTC" if row["expires_at"] else "with no expiry"
+        print(f"rule {row['rule_id']}: {row['kind']} {text(row['value'])} {until}, by {text(row['created_by'])}")
+    elif args.action == "remove":
+        rule = suppressions.remove_rule(spark, cfg, args.warehouse, args.rule_id, args.by)
+        print(f"rule {rule.rule_id} ({rule.kind} {text(rule.value)}) removed by {text(args.by)}; the anomalies it "
+              "hid are back in anomalies_triaged")
+    else:
+        at = triage.now()
+        rules, _ = triage.load_rules(spark, cfg, args.warehouse)
+        shown = [r for r in rules if args.all or r.state(at) == "active"]
+        if not shown:
+            print("no rules" + ("" if args.all else " in force (--all shows removed and expired ones)"))
+        for r in shown:
+            exp = f"{r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "never"
+            print(f"{r.rule_id}  {r.state(at):8}  {r.kind:8}  {text(r.value)}  expires {exp}  by "
+                  f"{text(r.created_by)} {r.created_at:%Y-%m-%d}: {text(r.reason)}")
+    _warn_rejected(spark, cfg, args.warehouse)
+    return 0
+
+
+def _report(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.report_page import write_report
+
+    r = write_report(spark, cfg, args.warehouse, args.out, args.start, args.end)
+    print(f"report of {r.start}..{r.end}: {r.html}  {r.markdown}  ({len(r.plots)} plots)")
+    return 0
+
+
+def _export(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.export import run_export
+
+    r = run_export(spark, cfg, args.warehouse, args.format, args.out, include_all=args.all)
+    print(f"exported {r.rows} anomalies to {args.out} ({args.format}); {r.left_out} left out as suppressed or "
+          f"benign" + ("" if args.all else " (--all includes them)") + f"; {r.already} exported before")
     return 0
 
 

@@ -1,29 +1,51 @@
-"""`portprint sql`: register the warehouse's Delta tables as Spark SQL views, and print results inertly.
+"""`portprint sql`: register the warehouse's Delta tables and views for analysts (`portprint sql`, the notebooks,
+the report), and print results inertly. Torch-free: it never imports the scoring code.
 
-Called by jobs/cli.py and the notebooks. Cells of the anomalies and runs tables hold bytes that came from traffic or from the
-archive (flow ids, addresses, names), so a result is made inert (jobs/inert.py) before it reaches a terminal.
+Cells of the anomalies and runs tables hold bytes that came from traffic or from the archive (flow ids, addresses,
+names), so a result is made inert (jobs/inert.py) before it reaches a terminal.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from portprint.conf.config import Config
+from portprint.jobs import triage
 from portprint.jobs.inert import inert
 from portprint.jobs.warehouse import delta as delta_io
-from portprint.jobs.warehouse import table_paths
-from portprint.jobs.warehouse.tables import ANOMALIES, PATTERNS, RUNS
+from portprint.jobs.warehouse import people as people_tables
+from portprint.jobs.warehouse.tables import ANOMALIES, EXPORTED, PATTERNS, RUNS, SUPPRESSION_HITS, SUPPRESSIONS
+
+VIEWS = ("anomalies", "runs", "anomaly_patterns", "verdicts", "suppressions", "suppression_rules",
+         "suppression_hits", "exported", "anomalies_triaged", "verdicts_rejected", "suppressions_rejected")
 
 
-def register_tables(spark: SparkSession, cfg: Config, warehouse: str) -> str:
-    """Create temp views `anomalies`, `runs` and `anomaly_patterns`; return the reader used (spark or delta-rs)."""
+def register_tables(spark: SparkSession, cfg: Config, warehouse: str, at: dt.datetime | None = None) -> str:
+    """Create the temp views VIEWS; return the reader used (spark or delta-rs).
+
+    `anomalies_triaged` is `anomalies` with each row's pattern, status, verdict and suppressing rule, as the
+    rules stand at ``at`` (default: now). `suppression_rules` is one row per rule with its state;
+    `verdicts_rejected` and `suppressions_rejected` list rows written by hand that are ignored, with why.
+    """
     reader = delta_io.choose_writer(spark, cfg.output.writer)
-    t = table_paths(cfg, warehouse)
-    for view, path, schema in (("anomalies", t.anomalies, ANOMALIES), ("runs", t.runs, RUNS),
-                               ("anomaly_patterns", t.patterns, PATTERNS)):
-        delta_io.read_table(spark, path, schema, reader).createOrReplaceTempView(view)
+    for view, key, schema in (("anomalies", "anomalies", ANOMALIES), ("runs", "runs", RUNS),
+                              ("anomaly_patterns", "patterns", PATTERNS),
+                              ("suppressions", "suppressions", SUPPRESSIONS),
+                              ("suppression_hits", "suppression_hits", SUPPRESSION_HITS),
+                              ("exported", "exported", EXPORTED)):
+        people_tables.read(spark, cfg, warehouse, key, schema, reader).createOrReplaceTempView(view)
+    verdicts = triage.read_verdicts(spark, cfg, warehouse, reader)
+    verdicts.drop("problem").createOrReplaceTempView("verdicts")
+    verdicts.where(F.col("problem").isNotNull()).createOrReplaceTempView("verdicts_rejected")
+    at = at or triage.now()
+    rules, problems = triage.load_rules(spark, cfg, warehouse, reader)
+    triage.rules_frame(spark, rules, at).createOrReplaceTempView("suppression_rules")
+    triage.rejected_rules_frame(spark, problems).createOrReplaceTempView("suppressions_rejected")
+    triage.triaged(spark.table("anomalies"), verdicts, rules, at).createOrReplaceTempView("anomalies_triaged")
     return reader
 
 

@@ -135,7 +135,7 @@ def model_card(meta: ModelMeta, th: Threshold, qth: Threshold | None = None) -> 
 - **Expected false positives:** about {th.target_fpr:g} of benign port-53 flows, i.e. {th.target_fpr * 1e6:.0f} per
   million, if next month's DNS resembles the training window.
 
-{_qname_card(meta, qth)}
+{_feedback_card(fu.get("benign_feedback"))}{_qname_card(meta, qth)}
 ## What this model cannot see
 - **A tunnel's first queries can look ordinary:** handshakes and polls with short names. The question
   model judges one query at a time; a parent domain's volume over days is for `anomaly_patterns`.
@@ -167,7 +167,7 @@ def _loss_stats(cal_loss: np.ndarray) -> dict:
 
 
 def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa.Array, cfg: Config, target: float,
-                log: Callable[[str], None]
+                log: Callable[[str], None], fed: np.ndarray | None = None
                 ) -> tuple[bytes | None, dict, np.ndarray | None, Threshold | None, bytes | None]:
     """Train and calibrate the question-section model on the flows the header rule accepts.
 
@@ -191,8 +191,9 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
             f"(model.qname_min_flows is {mc.qname_min_flows}); prefixes may be too short")
         return None, {}, None, None, None
     rng = np.random.default_rng(mc.seed + 1)
-    order = rng.permutation(len(feats))
-    n_cal = int(len(order) * mc.calibration_fraction)
+    fed = np.zeros(len(feats), bool) if fed is None else fed[keep][visible]
+    order = _fed_last(rng.permutation(len(feats)), fed)
+    n_cal = int(int((~fed).sum()) * mc.calibration_fraction)
     # Every name teaches the model what names look like; the threshold is set on the names it judges.
     cal, fit = feats[order[:n_cal]][judged(raw[order[:n_cal]])], feats[order[n_cal:]]
     if len(cal) < 100:
@@ -226,6 +227,7 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
         cut = np.searchsorted(np.cumsum(counts[worst]), mc.qname_trim * counts.sum(), side="right")
         keep = np.ones(len(patterns), bool)
         keep[worst[:cut]] = False
+        keep |= _rows_in(patterns, feats[fed])  # what people marked benign is never trimmed
         used["trimmed_patterns"], used["trimmed_flows"] = int(cut), int(counts[worst[:cut]].sum())
         result = fit_once(patterns[keep], counts[keep])
     blob = state_bytes(result.model)
@@ -246,6 +248,22 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
     return blob, meta, cal_loss, th, known.astype("<u8").tobytes() if len(known) else None
 
 
+def _fed_last(order: np.ndarray, fed: np.ndarray) -> np.ndarray:
+    """The permutation with the benign-feedback rows moved to its end: held-out rows are taken from its start."""
+    return np.concatenate([order[~fed[order]], order[fed[order]]]) if fed.any() else order
+
+
+def _rows_in(rows: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` (2-D) equal some row of ``among``."""
+    if not len(among):
+        return np.zeros(len(rows), bool)
+
+    def void(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=rows.dtype)
+        return x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    return np.isin(void(rows), void(among))
+
+
 def recurring_names(keys: np.ndarray, days: np.ndarray, judge: np.ndarray, cap: int) -> np.ndarray:
     """Sorted question keys of the judged names the window asked on two days or more (at most ``cap``,
     the most asked first). A tunnel never repeats a name across days (each query carries new data, and
@@ -260,6 +278,14 @@ def recurring_names(keys: np.ndarray, days: np.ndarray, judge: np.ndarray, cap: 
     picked = np.flatnonzero(n_days >= 2)
     picked = picked[np.argsort(-flows[picked], kind="stable")[:cap]]
     return np.sort(names[picked]).astype(np.uint64)
+
+
+def _feedback_card(fb: dict | None) -> str:
+    if not fb:
+        return ""
+    return (f"## Benign feedback\n- **{fb['added']} flows** people marked benign or flagged under allowlisted domains "
+            f"(from {fb['warehouse']}) were trained on as normal traffic: {fb['marked_benign']} marked benign, "
+            f"{fb['allowlisted']} under allowlisted domains, {fb['not_in_archive']} no longer in the archive.\n\n")
 
 
 def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
@@ -300,12 +326,14 @@ def legal_floor(model: PrefixAutoencoder, weights: np.ndarray, width: int, mask_
 def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, start: str | None = None,
               end: str | None = None, target_fpr: float | None = None, qname_target_fpr: float | None = None,
               days: int | None = None,
-              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> TrainReport:
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+              benign_from: str | None = None) -> TrainReport:
     """Train on the window's port-53 flows, calibrate on held-out ones, write the model directory.
 
     The window: ``start``..``end`` when ``start`` is given, else the ``days`` most recent archive dates
     ending at ``end`` (``days`` None: ``model.window_days``). ``target_fpr`` sets the header model's
     threshold, ``qname_target_fpr`` the question model's; each defaults to its own ``threshold`` setting.
+    ``benign_from``: a warehouse whose benign verdicts and allowlisted names join training as normal traffic.
     """
     t0 = time.monotonic()
     mc, fc = cfg.model, cfg.features
@@ -313,6 +341,12 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     window, how = training_window(flows, cfg.archive.columns.date, start, end,
                                   mc.window_days if days is None else days)
     table, dates, used = collect_training_flows(spark, cfg, flows, start, end, window)
+    fed = np.zeros(table.num_rows, bool)
+    if benign_from:  # people's benign verdicts and allowlisted names, as normal traffic (jobs/feedback.py)
+        from portprint.jobs.feedback import benign_training_flows, with_feedback
+
+        extra, used["benign_feedback"] = benign_training_flows(spark, cfg, benign_from, flows)
+        table, fed = with_feedback(table, extra)
     log(f"portprint train: {table.num_rows} flows from {dates[0]}..{dates[-1]} collected "
         f"in {time.monotonic() - t0:.1f}s")
     proto = pc.fill_null(table["proto"], 0).to_numpy()
@@ -324,8 +358,8 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
                                        for r in np.unique(reasons[~keep])} if mc.clean_with_rule else {}
     feats = features_from_arrow(table["prefix"], proto, orig, fc.width, fc.id_mode == "mask")[keep]
     rng = np.random.default_rng(mc.seed)
-    order = rng.permutation(len(feats))
-    n_cal = int(len(order) * mc.calibration_fraction)
+    order = _fed_last(rng.permutation(len(feats)), fed[keep])
+    n_cal = int(int((~fed[keep]).sum()) * mc.calibration_fraction)
     if n_cal < 100 or len(order) - n_cal < 100:
         raise TrainingError(f"only {len(feats)} usable port-53 flows in {dates[0]}..{dates[-1]}; training needs at "
                             "least a few hundred (widen --start/--end)")
@@ -351,7 +385,8 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
     floor, why = legal_floor(scoring_model, weights, fc.width, fc.id_mode == "mask") if mc.augment else (0.0, "")
     th = calibrate(cal_loss, target, cfg.threshold.method, floor, why)
     qtarget = qname_target_fpr if qname_target_fpr is not None else cfg.threshold.qname_target_fpr
-    qblob, qmeta, qcal, qth, qknown = train_qname(table["prefix"], proto, keep, table["date"], cfg, qtarget, log)
+    qblob, qmeta, qcal, qth, qknown = train_qname(table["prefix"], proto, keep, table["date"], cfg, qtarget, log,
+                                                       fed)
     meta = ModelMeta(
         feature_version=FEATURE_VERSION, width=fc.width, id_mode=fc.id_mode, hidden=list(mc.hidden),
         n_features=fit.shape[1], threshold=th.value, threshold_info=th.as_dict(),

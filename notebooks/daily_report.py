@@ -48,6 +48,15 @@ display(detector_counts(spark.sql("SELECT date, detector FROM anomalies")))
 
 # COMMAND ----------
 
+# MAGIC %md ## Triage per date: new, confirmed, benign, duplicate, suppressed (`anomalies_triaged`)
+
+# COMMAND ----------
+
+display(spark.sql("SELECT date, status, count(*) AS anomalies FROM anomalies_triaged GROUP BY date, status "
+                  "ORDER BY date, status"))
+
+# COMMAND ----------
+
 trend_pd = trend.toPandas()
 plot = None
 if dbutils.widgets.get("out"):

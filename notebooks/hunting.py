@@ -43,6 +43,17 @@ display(hits.limit(limit))
 
 # COMMAND ----------
 
+# MAGIC %md ## What people decided: status, verdict and suppressing rule of each anomaly (`anomalies_triaged`)
+
+# COMMAND ----------
+
+keys = ["flow_id", "detector", "date"]
+display(spark.table("anomalies_triaged").join(hits.select(*keys), keys)
+        .select("date", "status", "verdict_by", "verdict_note", "suppressed_by", "detector", "src_ip", "dst_ip",
+                "pattern", "flow_id").limit(limit))
+
+# COMMAND ----------
+
 # MAGIC %md ## Who sends it: sources of these anomalies, most active first
 
 # COMMAND ----------

@@ -199,3 +199,43 @@ JOIN anomalies AS a ON a.flow_id = p.example_flow_id
 ORDER BY p.flows DESC
 LIMIT 20
 """))
+
+# COMMAND ----------
+
+# MAGIC %md ## Triage: what is still untriaged, oldest first (`anomalies_triaged`: status, verdict, suppressing rule)
+# MAGIC Record a verdict with `portprint triage`, or in SQL:
+# MAGIC `INSERT INTO verdicts VALUES (uuid(), current_timestamp(), 'ana', 'pattern', NULL, 'bytes tcp 5353482d',
+# MAGIC NULL, NULL, NULL, NULL, 'benign', 'lab SSH on 53')`. Malformed rows are listed in `verdicts_rejected`.
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, ts, detector, src_ip, dst_ip, pattern, qname, prefix_text, flow_id
+FROM anomalies_triaged
+WHERE status = 'new'
+ORDER BY ts
+LIMIT 100
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## Triage per day and status, and what each suppression rule hides now
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, status, count(*) AS anomalies
+FROM anomalies_triaged
+GROUP BY date, status
+ORDER BY date, status
+"""))
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT r.rule_id, r.kind, r.value, r.reason, r.created_by, r.expires_at, r.state, count(a.flow_id) AS hidden_now
+FROM suppression_rules AS r
+LEFT JOIN anomalies_triaged AS a ON a.suppressed_by = r.rule_id
+GROUP BY r.rule_id, r.kind, r.value, r.reason, r.created_by, r.expires_at, r.state
+ORDER BY hidden_now DESC
+"""))

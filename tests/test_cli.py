@@ -14,7 +14,7 @@ from portprint.jobs.cli import main
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("command", ["sample", "train", "score", "sql"])
+@pytest.mark.parametrize("command", ["sample", "train", "score", "sql", "triage", "report", "export"])
 def test_every_command_has_a_help_that_teaches(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

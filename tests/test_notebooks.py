@@ -140,10 +140,13 @@ PATTERNS_GUESS = pa.schema([  # used only until jobs/warehouse/tables.py defines
 
 
 def _schemas() -> dict[str, pa.Schema]:
+    from portprint.jobs.triage import TRIAGED
     from portprint.jobs.warehouse import tables
 
     patterns = getattr(tables, "PATTERNS", None) or getattr(tables, "ANOMALY_PATTERNS", None) or PATTERNS_GUESS
-    return {"anomalies": tables.ANOMALIES, "runs": tables.RUNS, "anomaly_patterns": patterns}
+    return {"anomalies": tables.ANOMALIES, "runs": tables.RUNS, "anomaly_patterns": patterns,
+            "verdicts": tables.VERDICTS, "suppressions": tables.SUPPRESSIONS, "anomalies_triaged": TRIAGED,
+            "suppression_rules": pa.schema([*tables.SUPPRESSIONS, ("state", pa.string())])}
 
 
 def _sql_strings(path: Path) -> list[str]:
@@ -261,7 +264,9 @@ def test_notebook_runs_end_to_end_on_a_small_warehouse(path, spark, warehouse, t
     except _Exit:
         pass
     finally:
-        for view in ("anomalies", "runs", "anomaly_patterns"):
+        from portprint.jobs.sql import VIEWS
+
+        for view in VIEWS:
             spark.catalog.dropTempView(view)
     assert shown, f"{path.name} displayed nothing"
     if path.name == "daily_report.py":

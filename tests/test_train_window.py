@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from portprint.jobs.cli import main
 from portprint.conf.config import load_config
+from portprint.jobs.cli import main
 from portprint.jobs.sample import write_sample
 from portprint.jobs.train import run_train
 

@@ -75,6 +75,9 @@ ANOMALIES = pa.schema([
 ])
 
 
+# ---- People decide (jobs/triage.py, jobs/suppressions.py, jobs/export.py). Analysts may write the first two
+# with plain SQL (INSERT INTO); rows that break the rules below are listed with why and ignored, never fatal.
+
 def spark_schema(schema: pa.Schema) -> StructType:
     """The Spark schema of an Arrow schema (timestamps become Spark's UTC-normalised TIMESTAMP)."""
     from pyspark.sql.pandas.types import from_arrow_schema  # Spark only where Spark is used

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from portprint.conf.config import Config
 from portprint.jobs.warehouse import delta
 from portprint.jobs.warehouse.patterns import update_patterns
+from portprint.jobs.warehouse.people import table_path
 from portprint.jobs.warehouse.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, spark_schema
 from portprint.udfs.schemas import ANOMALY, KIND, OUT
 
@@ -36,9 +37,7 @@ class Tables:
 def table_paths(cfg: Config, root: str) -> Tables:
     """Where the tables live: catalog names (catalog.schema.table) as configured, other names as folders under
     the warehouse root."""
-    o = cfg.output
-    return Tables(*(n if delta.is_table_name(n) else os.path.join(root, n)
-                    for n in (o.anomalies, o.runs, o.pattern_days, o.patterns)))
+    return Tables(*(table_path(cfg, root, key) for key in ("anomalies", "runs", "pattern_days", "patterns")))
 
 
 class Stage:

@@ -7,7 +7,8 @@ import pyarrow as pa
 
 from portprint.udfs.schemas import ANOMALIES, FLOWS, TS, spark_schema
 
-__all__ = ["ANOMALIES", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS", "TS", "spark_schema"]
+__all__ = ["ANOMALIES", "EXPORTED", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS", "SUPPRESSIONS", "SUPPRESSION_HITS",
+           "TS", "VERDICTS", "spark_schema"]
 
 RUNS = pa.schema([
     ("run_id", pa.string()),
@@ -62,4 +63,51 @@ PATTERNS = pa.schema([
     ("model_versions", pa.list_(pa.string())),
 ])
 
+# Append-only: the history is the audit. An anomaly's status is the latest verdict (recorded_at) on its flow,
+# its pattern, or its (src_ip, dst_ip, date) pair; stable keys, so verdicts survive rescoring.
+VERDICTS = pa.schema([
+    ("verdict_id", pa.string()),        # any unique text (the CLI writes a UUID; SQL: uuid())
+    ("recorded_at", TS),                # required: the order of verdicts
+    ("recorded_by", pa.string()),       # required: who decided
+    ("target_kind", pa.string()),       # flow | pattern | pair
+    ("flow_id", pa.string()),           # target_kind flow
+    ("pattern", pa.string()),           # target_kind pattern: anomaly_patterns.pattern
+    ("src_ip", pa.string()),            # target_kind pair: src_ip, dst_ip and date
+    ("dst_ip", pa.string()),
+    ("date", pa.string()),
+    ("old_status", pa.string()),        # what the target showed before (informative; may be null)
+    ("status", pa.string()),            # confirmed | benign | duplicate | new
+    ("note", pa.string()),
+])
 
+# Append-only too: a rule is added by one row; removal appends a row with the same rule_id and removed_by /
+# removed_at set (the table itself is the audit; Delta history is pruned by log retention and VACUUM).
+SUPPRESSIONS = pa.schema([
+    ("rule_id", pa.string()),
+    ("kind", pa.string()),              # domain | pattern | src | dst | pair | detector
+    ("value", pa.string()),             # example.com | a pattern | address or CIDR | "SRC,DST" | detector name
+    ("reason", pa.string()),
+    ("created_by", pa.string()),
+    ("created_at", TS),
+    ("expires_at", TS),                 # null: never
+    ("removed_by", pa.string()),        # set on the removal row
+    ("removed_at", TS),
+])
+
+# What scoring-time suppression kept out of `anomalies`, per date and rule (replaced per date like anomalies).
+SUPPRESSION_HITS = pa.schema([
+    ("date", pa.string()),
+    ("rule_id", pa.string()),
+    ("flows", pa.int64()),
+    ("run_id", pa.string()),
+])
+
+# One row per anomaly handed to a SIEM: the export cursor. Keyed on stable identities, never run_id.
+EXPORTED = pa.schema([
+    ("flow_id", pa.string()),
+    ("detector", pa.string()),
+    ("date", pa.string()),
+    ("exported_at", TS),
+    ("export_id", pa.string()),
+    ("format", pa.string()),
+])
