@@ -21,10 +21,12 @@ from pyspark.sql import SparkSession
 from portprint.conf.config import Config
 from portprint.jobs.archive import Source, open_source
 from portprint.jobs.engine import pipeline
+from portprint.jobs.suppressions import rules_at
 from portprint.jobs.warehouse import Warehouse
 from portprint.models.artifact import ModelArtifact
 from portprint.udfs.detect import pairs_on
 from portprint.udfs.scoring import load_model
+from portprint.udfs.suppress import Rule
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     art = load_model(model_dir)
     source = open_source(spark, cfg, flows, start, end)
     sink = Warehouse(spark, cfg, warehouse)
+    rules = rules_at(spark, cfg, warehouse)  # in force when the run starts; an expired rule stops applying
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     # Fingerprint each date once, before reading it: `runs` records what this run saw, even if files land
     # while it works (a later --new-only run then scores the date again).
@@ -78,7 +81,7 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
         base = {"run_id": run_id, "threshold": art.meta.threshold, "model_version": art.meta.model_version,
                 "writer": sink.writer, "started_at": started, "archive": flows, "chunk": k}
         try:
-            chunk_rows = _score_chunk(source.subset(chunk), art, cfg, sink, run_id, started, base, snapshots)
+            chunk_rows = _score_chunk(source.subset(chunk), art, cfg, sink, run_id, started, base, snapshots, rules)
         except BaseException as exc:
             # Earlier chunks stay committed; this one's dates are logged as failed and left as they were.
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -96,23 +99,24 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
 
 
 def _score_chunk(source: Source, art: ModelArtifact, cfg: Config, sink: Warehouse, run_id: str,
-                 started: dt.datetime, base: dict, snapshots: dict[str, str]) -> list[dict]:
+                 started: dt.datetime, base: dict, snapshots: dict[str, str], rules: list[Rule]) -> list[dict]:
     """Source → detect → escalate → sink for one chunk of dates; its `runs` rows (``base`` holds the run's fields)."""
     c0 = time.monotonic()
     scored_at_us = int(started.timestamp()) * 1_000_000 + started.microsecond
     dates = source.plan.dates
     with sink.stage(run_id, dates[0]) as stage:
-        pipeline.detect(source, art, cfg, run_id, scored_at_us, stage)
-        pairs = pipeline.escalate(source, art, cfg, run_id, scored_at_us, stage)
+        pipeline.detect(source, art, cfg, run_id, scored_at_us, stage, rules=rules)
+        pairs = pipeline.escalate(source, art, cfg, run_id, scored_at_us, stage, rules)
         escalated = pairs["date"].to_pylist()
+        counts, hits = pipeline.chunk_counts(stage, source, dates)
         rows = [base | {"date": d, "archive_snapshot": snapshots[d], "status": "succeeded", "error": None,
                         "flows_read": c["flows_read"], "flows_scored": c["_scoped"] - c["_skipped"],
                         "flows_skipped": c["_skipped"],
                         "anomalies": c["_flagged"], "model_flagged": c["_model"], "rule_flagged": c["_rule"],
                         "qname_flagged": c["_qname"], "pairs_escalated": escalated.count(d),
-                        "seconds": time.monotonic() - c0}
-                for d, c in pipeline.chunk_counts(stage, source, dates).items()]
-        sink.commit(stage, dates, rows)
+                        "suppressed": c["suppressed"], "seconds": time.monotonic() - c0}
+                for d, c in counts.items()]
+        sink.commit(stage, dates, rows, [h | {"run_id": run_id} for h in hits])
     return rows
 
 

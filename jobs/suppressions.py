@@ -17,9 +17,8 @@ from pyspark.sql import SparkSession
 
 from portprint.conf.config import Config
 from portprint.jobs.triage import load_rules, now
-from portprint.jobs.warehouse import delta as delta_io
 from portprint.jobs.warehouse import people as people_tables
-from portprint.jobs.warehouse.tables import SUPPRESSION_HITS, SUPPRESSIONS
+from portprint.jobs.warehouse.tables import SUPPRESSIONS
 from portprint.udfs.suppress import Rule, applicable, normalise
 
 _DURATION = re.compile(r"^(\d+)([hdw])$")
@@ -83,16 +82,6 @@ def remove_rule(spark: SparkSession, cfg: Config, warehouse: str, rule_id: str, 
 
 
 def rules_at(spark: SparkSession, cfg: Config, warehouse: str, at: dt.datetime | None = None) -> list[Rule]:
-    """The rules in force at ``at`` (default now), for scoring: pass them to udfs/suppress.hits_per_rule."""
+    """The rules in force at ``at`` (default now), for scoring (udfs/suppress.py ``apply``, in Detect and Escalate)."""
     rules, _ = load_rules(spark, cfg, warehouse)
     return applicable(rules, at or now())
-
-
-def record_hits(spark: SparkSession, cfg: Config, warehouse: str, dates: list[str], hits: list[dict],
-                writer: str) -> None:
-    """Make `suppression_hits`' rows for ``dates`` exactly ``hits`` (date, rule_id, flows, run_id): what
-    scoring kept out of `anomalies`, per rule; a rescore of a date replaces its rows, like the anomalies."""
-    table = people_tables.table_path(cfg, warehouse, "suppression_hits")
-    delta_io.ensure_table(spark, table, SUPPRESSION_HITS, cfg.output.location)
-    delta_io.replace_dates(spark, pa.Table.from_pylist(hits, schema=SUPPRESSION_HITS), table, SUPPRESSION_HITS,
-                           dates, writer)

@@ -35,7 +35,8 @@ def test_metrics_on_a_tiny_labelled_set():
     labels = np.array(["dns"] * 6 + ["ssh"] * 2 + ["ntp"] * 2 + ["dns-tunnel"] * 2)
     loss = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 3.0, 0.2, 5.0, 0.3, 0.1, 0.1])
     rule = np.array([False] * 6 + [True, True, False, False, False, False])
-    s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0})
+    # The header model fires where its loss is above 1.0 (the threshold metrics is given).
+    s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0}, model=loss > 1.0)
     ev = metrics(s, threshold=1.0)
     # dns: one of six above 1.0 -> FPR 1/6. ssh: both by the rule. ntp: one by the model. tunnels: none.
     assert ev["per_label"]["dns"] == {"flows": 6, "flagged": 1, "rate": 1 / 6, "rule_flagged": 0, "model_flagged": 1,
@@ -62,7 +63,8 @@ def test_question_model_tunnel_and_hard_benign_lines():
     loss = np.array([0.1] * 5 + [2.0] + [3.0, 0.2] + [0.1] * 4)  # header model: one dns FP (hex-label)
     rule = np.array([False] * 6 + [True, True] + [False] * 4)
     qloss = np.array([0.1, 0.2, np.nan, 0.1, 0.9, 0.1, 0.1, 0.1, 0.8, 0.9, 0.1, 0.7])
-    s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0}, qloss, category)
+    s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0}, qloss, category,
+               model=loss > 1.0, qmodel=np.nan_to_num(qloss) > 0.5)
     ev = metrics(s, threshold=1.0, qname_threshold=0.5)
     # tunnels: iodine 2 of 3 by the question model, dig-exfil 1 of 1; hard benign: ip6-arpa (question) and
     # hex-label (header) flagged, 2 of 2.
@@ -76,7 +78,7 @@ def test_question_model_tunnel_and_hard_benign_lines():
     assert ev["per_label"]["dns-tunnel"]["qname_flagged"] == 3
     # No flow flagged of n: the one-sided 95% bound is 1 - 0.05**(1/n), about 3/n.
     s0 = Scored(np.array(["a"] * 3000), np.array(["dns"] * 3000), np.zeros(3000), np.zeros(3000, bool),
-                {"filtered_port": 0})
+                {"filtered_port": 0}, model=np.zeros(3000, bool))
     assert metrics(s0, 1.0)["fpr_upper95"] == pytest.approx(1 - 0.05 ** (1 / 3000))
     assert metrics(s0, 1.0)["fpr_upper95"] < 0.001
 

@@ -9,8 +9,9 @@ collects the evidence pair escalation needs (udfs/escalate.py). Its output rows 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 
 from portprint.conf.config import Config, ScopeConf
 from portprint.models.artifact import ModelArtifact
-from portprint.udfs import escalate
+from portprint.udfs import escalate, suppress
 from portprint.udfs.header_rule import REASONS
 from portprint.udfs.schemas import (
     ANOMALY,
@@ -30,10 +31,14 @@ from portprint.udfs.schemas import (
     FLOW_COLUMNS,
     ORIG_BYTES,
     PREFIX,
+    RULE,
     SCORES,
+    SUPPRESSED,
+    SUPPRESSED_N,
     as_out,
 )
 from portprint.udfs.scoring import DETECTORS, anomaly_table, cached_scorer
+from portprint.udfs.suppress import Rule
 
 
 def in_scope(t: pa.Table, scope: ScopeConf) -> pa.Array:
@@ -61,7 +66,7 @@ class Detector:
     ``finish`` once at the end. With ``scores``, every scored flow's losses come out too (``evaluate``)."""
 
     def __init__(self, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int, *,
-                 scores: bool = False) -> None:
+                 scores: bool = False, rules: Sequence[Rule] = ()) -> None:
         self.scorer = cached_scorer(art, cfg.spark.torch_threads_per_task)
         self.art, self.ports, self.top = art, cfg.scope.ports, cfg.output.top_bytes
         self.run_id, self.scored_at_us, self.scores = run_id, scored_at_us, scores
@@ -71,6 +76,10 @@ class Detector:
         self.counts: dict[str, np.ndarray] = {}  # date -> COUNT_FIELDS
         self.pieces: list[pa.Table] = []  # the distinct judged names of each table seen
         self.kept: list[pa.Table] = []  # per pair and table: were its judged flows kept as candidates?
+        # Suppression rules in force when the run started (udfs/suppress.py): matching anomalies are counted per
+        # date and rule, never written.
+        self.rules, self.suppressed = list(rules), []
+        self.at = dt.datetime.fromtimestamp(scored_at_us / 1e6, dt.timezone.utc)
 
     def _count(self, dates: pa.Array, **columns: np.ndarray) -> None:
         names = np.asarray(dates.to_numpy(zero_copy_only=False), dtype=object)
@@ -94,8 +103,6 @@ class Detector:
         proto, orig = rows["proto"].combine_chunks(), rows["orig_bytes"].combine_chunks()
         v = self.scorer.score(prefix, proto, orig)
         rule, model, qmodel = self.scorer.fired(v.loss, v.reason, v.qloss)
-        self._count(rows["date"], _rule=v.detector == 1, _model=model, _qname=v.detector == 3,
-                    _flagged=v.detector > 0)
         if self.scores:
             yield from as_out(rows.select(["flow_id", "date", "src_ip", "dst_ip"]).append_column(
                 "loss", pa.array(v.loss)).append_column(
@@ -105,11 +112,21 @@ class Detector:
                 FIRED, pa.array(rule * 1 + model * 2 + qmodel * 4, pa.int64())), SCORES)
         if self.pairs:
             yield from self._evidence(rows, v.qkey, v.qloss)
+        flagged = v.detector > 0
         found = self.scorer.detect(prefix, proto, orig, self.top, v)
-        if found.null_count < len(found):
-            hit = found.is_valid()
-            yield from as_out(anomaly_table(rows.filter(hit), found.filter(hit), self.art.meta, self.ports,
-                                            self.run_id, self.scored_at_us), ANOMALY)
+        table = anomaly_table(rows.filter(pa.array(flagged)), found.filter(pa.array(flagged)), self.art.meta,
+                              self.ports, self.run_id, self.scored_at_us) if flagged.any() else None
+        kept = flagged
+        if table is not None and self.rules:
+            table, gone, keep = suppress.apply(table, self.rules, self.at)
+            self.suppressed.append(gone)
+            kept = flagged.copy()
+            kept[np.flatnonzero(flagged)[~keep]] = False
+        # The day's tallies count what `anomalies` gets: flagged and not suppressed.
+        self._count(rows["date"], _rule=kept & (v.detector == 1), _model=kept & model,
+                    _qname=kept & (v.detector == 3), _flagged=kept)
+        if table is not None:
+            yield from as_out(table, ANOMALY)
 
     def _evidence(self, rows: pa.Table, qkey: np.ndarray, qloss: np.ndarray) -> Iterator[pa.RecordBatch]:
         distinct = escalate.distinct_names(rows["date"], rows["src_ip"], rows["dst_ip"], qkey, qloss, self.odd)
@@ -135,15 +152,24 @@ class Detector:
         if self.pairs:
             ev = escalate.slice_evidence(self.pieces, self.kept)
             yield from as_out(ev.rename_columns({"names": "_names", "odd": "_odd", "kept": "_kept"}), EVIDENCE)
-        self.counts, self.pieces, self.kept = {}, [], []
+        yield from suppressed_out(self.suppressed)
+        self.counts, self.pieces, self.kept, self.suppressed = {}, [], [], []
 
 
-def detect_tables(art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int, *, scores: bool = False
-                  ) -> Callable[[Iterator[pa.Table]], Iterator[pa.RecordBatch]]:
+def suppressed_out(pieces: list[pa.Table]) -> list[pa.RecordBatch]:
+    """Per date and rule, how many anomalies suppression kept out (SUPPRESSED rows)."""
+    if not pieces:
+        return []
+    t = pa.concat_tables(pieces).group_by(["date", "rule_id"], use_threads=False).aggregate([("flows", "sum")])
+    return as_out(t.rename_columns(["date", RULE, SUPPRESSED_N]), SUPPRESSED)
+
+
+def detect_tables(art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int, *, scores: bool = False,
+                  rules: Sequence[Rule] = ()) -> Callable[[Iterator[pa.Table]], Iterator[pa.RecordBatch]]:
     """Detect as one function of a slice's tables of in-scope flows: what a Source runs per task."""
 
     def run(tables: Iterator[pa.Table]) -> Iterator[pa.RecordBatch]:
-        det = Detector(art, cfg, run_id, scored_at_us, scores=scores)
+        det = Detector(art, cfg, run_id, scored_at_us, scores=scores, rules=rules)
         for t in tables:
             yield from det.flows(t)
         yield from det.finish()

@@ -21,8 +21,10 @@ the same name count it once.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +32,10 @@ import pyarrow.compute as pc
 
 from portprint.conf.config import Config
 from portprint.models.artifact import ModelArtifact
-from portprint.udfs.schemas import ANOMALY, FLOW_COLUMNS, OUT, as_out
+from portprint.udfs import suppress
+from portprint.udfs.schemas import ANOMALY, FLOW_COLUMNS, OUT, RULE, SUPPRESSED, SUPPRESSED_N, as_out
 from portprint.udfs.scoring import QNAME_PAIR, Verdicts, anomaly_table, cached_scorer
+from portprint.udfs.suppress import Rule
 
 PAIR = ("date", "src_ip", "dst_ip")
 _PAIR_FIELDS = [("date", pa.string()), ("src_ip", pa.string()), ("dst_ip", pa.string())]
@@ -184,9 +188,11 @@ def flags(date: pa.Array, src: pa.Array, dst: pa.Array, keys: np.ndarray, qloss:
     return out
 
 
-def judge(rows: pa.Table, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int) -> pa.Table:
+def judge(rows: pa.Table, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int,
+          rules: Sequence[Rule] = ()) -> pa.Table:
     """The per-pair step: escalated pairs' flows of whole days (FLOW_COLUMNS, any number of pairs) in; as OUT
-    anomaly rows (detector qname-pair), those no per-flow detector flagged whose name is odd or asked once."""
+    anomaly rows (detector qname-pair), those no per-flow detector flagged whose name is odd or asked once, less
+    what a suppression rule keeps out (SUPPRESSED rows count those)."""
     if rows.num_rows == 0:
         return OUT.empty_table()
     scorer = cached_scorer(art, cfg.spark.torch_threads_per_task)
@@ -203,4 +209,6 @@ def judge(rows: pa.Table, art: ModelArtifact, cfg: Config, run_id: str, scored_a
     verdicts = Verdicts(v.loss[hit], v.reason[hit], v.qloss[hit], np.full(len(hit), QNAME_PAIR, np.int8))
     found = scorer.explain(prefix.take(idx), pc.take(proto, idx), pc.take(orig, idx), cfg.output.top_bytes, verdicts)
     table = anomaly_table(rows.take(idx), found, art.meta, cfg.scope.ports, run_id, scored_at_us)
-    return pa.Table.from_batches(as_out(table, ANOMALY), schema=OUT)
+    table, gone, _ = suppress.apply(table, rules, dt.datetime.fromtimestamp(scored_at_us / 1e6, dt.timezone.utc))
+    gone = gone.rename_columns(["date", RULE, SUPPRESSED_N])
+    return pa.Table.from_batches([*as_out(table, ANOMALY), *as_out(gone, SUPPRESSED)], schema=OUT)

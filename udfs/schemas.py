@@ -90,14 +90,17 @@ KIND = "_kind"
 # an anomaly; per-date counts of one slice; one pair's evidence from one slice; a candidate flow (a judged flow of
 # a pair whose names in its batch were mostly odd, kept so the pair need not be read again); one flow's scores
 # (evaluate only).
-ANOMALY, COUNTS, EVIDENCE, CANDIDATE, SCORES = "a", "c", "e", "r", "s"
+# an anomaly a suppression rule kept out: per date and rule, how many (``_rule``, ``_suppressed``).
+ANOMALY, COUNTS, EVIDENCE, CANDIDATE, SCORES, SUPPRESSED = "a", "c", "e", "r", "s", "x"
 COUNT_FIELDS = ("_scoped", "_skipped", "_rule", "_model", "_qname", "_flagged")
 PREFIX, ORIG_BYTES, NAMES, ODD, KEPT = "_prefix", "_orig_bytes", "_names", "_odd", "_kept"
+RULE, SUPPRESSED_N = "_rule", "_suppressed"
 # SCORES rows: which per-flow detectors fired, each on its own (bits: 1 rule, 2 header model, 4 question model).
 FIRED = "_fired"
 OUT = pa.schema([*ANOMALIES, pa.field(KIND, pa.string()), *[pa.field(c, pa.int64()) for c in (*COUNT_FIELDS, FIRED)],
                  pa.field(NAMES, pa.binary()), pa.field(ODD, pa.binary()), pa.field(KEPT, pa.bool_()),
-                 pa.field(PREFIX, pa.binary()), pa.field(ORIG_BYTES, pa.int64())])
+                 pa.field(PREFIX, pa.binary()), pa.field(ORIG_BYTES, pa.int64()), pa.field(RULE, pa.string()),
+                 pa.field(SUPPRESSED_N, pa.int64())])
 
 # The in-scope flows a Source hands to Detect (the contract's names and types, as far as scoring needs them).
 FLOW_COLUMNS = ("flow_id", "ts", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "orig_payload_prefix",

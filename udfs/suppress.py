@@ -255,6 +255,25 @@ def hits_per_rule(anomalies: pa.Table, rules: Sequence[Rule], at: dt.datetime) -
     return keep, {c["values"]: int(c["counts"]) for c in counts}
 
 
+def apply(anomalies: pa.Table, rules: Sequence[Rule], at: dt.datetime) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """Scoring-time suppression, as Detect and Escalate apply it where anomalies are made: the rows no rule in
+    force suppresses; per date and rule how many rows it kept out (date, rule_id, flows); and the keep mask."""
+    empty = pa.table({"date": pa.array([], pa.string()), "rule_id": pa.array([], pa.string()),
+                      "flows": pa.array([], pa.int64())})
+    keep = np.ones(anomalies.num_rows, bool)
+    if not rules or anomalies.num_rows == 0:
+        return anomalies, empty, keep
+    by = suppressed_by(anomalies, rules, at)
+    keep = _bool(pc.is_null(by))
+    if keep.all():
+        return anomalies, empty, keep
+    hit = pa.array(~keep)
+    gone = pa.table({"date": anomalies["date"].filter(hit), "rule_id": by.filter(hit)})
+    counts = gone.group_by(["date", "rule_id"], use_threads=False).aggregate([("rule_id", "count")])
+    return (anomalies.filter(pa.array(keep)), counts.rename_columns(["date", "rule_id", "flows"]).cast(empty.schema),
+            keep)
+
+
 # ---------------------------------------------------------------- the suppressions table, read
 
 def rules_from_rows(rows: Sequence[dict]) -> tuple[list[Rule], list[tuple[dict, str]]]:

@@ -9,8 +9,10 @@ SparkContext, so Spark Connect works).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import functions as F
 
 from portprint.conf.config import Config
@@ -33,8 +35,12 @@ from portprint.udfs.schemas import (
     ORIG_BYTES,
     OUT,
     PREFIX,
+    RULE,
+    SUPPRESSED,
+    SUPPRESSED_N,
     spark_schema,
 )
+from portprint.udfs.suppress import Rule
 
 
 def explain_failure(exc: Exception, root: str) -> Exception:
@@ -64,16 +70,17 @@ def _write(stage: Stage, df, root: str, append: bool = False) -> None:
 
 
 def detect(source: Source, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int, stage: Stage, *,
-           scores: bool = False) -> None:
+           scores: bool = False, rules: Sequence[Rule] = ()) -> None:
     """Detect over every in-scope flow of the source's dates, into the stage (one Spark job: the models run
-    once per flow, and only anomalies, counts and evidence come back)."""
-    out = source.run(detect_tables(art, cfg, run_id, scored_at_us, scores=scores), OUT)
+    once per flow, and only anomalies, counts and evidence come back). Anomalies that a suppression rule in
+    ``rules`` matches are counted, not staged."""
+    out = source.run(detect_tables(art, cfg, run_id, scored_at_us, scores=scores, rules=rules), OUT)
     if out is not None:
         _write(stage, out, source.plan.root)
 
 
 def escalate(source: Source, art: ModelArtifact, cfg: Config, run_id: str, scored_at_us: int,
-             stage: Stage) -> pa.Table:
+             stage: Stage, rules: Sequence[Rule] = ()) -> pa.Table:
     """Escalate from the staged evidence: the escalated pairs (udfs/escalate.py ESCALATED); their flows' anomalies
     (detector qname-pair) are appended to the stage. Pairs whose every slice kept their judged flows as
     candidates are judged from those; the others' flows are read again from the source."""
@@ -103,24 +110,26 @@ def escalate(source: Source, art: ModelArtifact, cfg: Config, run_id: str, score
     rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
 
     def judge(t: pa.Table) -> pa.Table:
-        return esc.judge(t, art, cfg, run_id, scored_at_us)
+        return esc.judge(t, art, cfg, run_id, scored_at_us, rules)
 
     _write(stage, rows.groupBy(*pair).applyInArrow(judge, spark_schema(OUT)), source.plan.root, append=True)
     return chosen
 
 
-def chunk_counts(stage: Stage, source: Source, dates: list[str]) -> dict[str, dict[str, int]]:
-    """Per date: flows read, in scope, skipped (no payload), flagged per detector and in all, from the staged
-    COUNTS rows (Detect's) plus the staged qname-pair anomalies (Escalate's)."""
+def chunk_counts(stage: Stage, source: Source, dates: list[str]) -> tuple[dict[str, dict[str, int]], list[dict]]:
+    """Per date: flows read, in scope, skipped (no payload), flagged per detector and in all, and suppressed, from
+    the staged COUNTS rows (Detect's), the staged qname-pair anomalies (Escalate's) and the SUPPRESSED rows (both);
+    and per date and rule, how many anomalies the rule kept out."""
     counts = counts_by_date(stage.table((COUNTS,), ["date", *COUNT_FIELDS]), dates, COUNT_FIELDS)
     pair_rows = stage.table((ANOMALY,), ["date", "detector"])
-    pair_rows = pair_rows.filter(pa.compute.equal(pair_rows["detector"], "qname-pair"))
+    pair_dates = pair_rows.filter(pc.equal(pair_rows["detector"], "qname-pair"))["date"].to_pylist()
+    gone = stage.table((SUPPRESSED,), ["date", RULE, SUPPRESSED_N])
+    hits = (gone.group_by(["date", RULE], use_threads=False).aggregate([(SUPPRESSED_N, "sum")])
+            .rename_columns(["date", "rule_id", "flows"]).to_pylist()) if gone.num_rows else []
     read = source.flows_read()
     for d, c in counts.items():
-        extra = int(pa.compute.sum(pa.compute.equal(pair_rows["date"], d)).as_py() or 0) if pair_rows.num_rows else 0
-        c["_qname"] += extra
-        c["_flagged"] += extra
+        c["_qname"] += pair_dates.count(d)
+        c["_flagged"] += pair_dates.count(d)
         c["flows_read"] = int(read.get(d, 0))
-    return counts
-
-
+        c["suppressed"] = sum(h["flows"] for h in hits if h["date"] == d)
+    return counts, hits

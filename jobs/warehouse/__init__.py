@@ -20,7 +20,7 @@ from portprint.conf.config import Config
 from portprint.jobs.warehouse import delta
 from portprint.jobs.warehouse.patterns import update_patterns
 from portprint.jobs.warehouse.people import table_path
-from portprint.jobs.warehouse.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, spark_schema
+from portprint.jobs.warehouse.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, SUPPRESSION_HITS, spark_schema
 from portprint.udfs.schemas import ANOMALY, KIND, OUT
 
 STAGING = "_staging"
@@ -106,14 +106,20 @@ class Warehouse:
                 .groupBy("date").agg(F.max_by("archive_snapshot", "started_at").alias("snap")).collect())
         return {r["date"]: r["snap"] or "" for r in rows}
 
-    def commit(self, stage: Stage, dates: list[str], runs: list[dict]) -> None:
+    def commit(self, stage: Stage, dates: list[str], runs: list[dict], hits: list[dict] = ()) -> None:
         """Make the chunk's dates in `anomalies` exactly the staged anomalies (one commit; no rows if nothing was
-        staged), fold them into the pattern tables, and log the chunk's `runs` rows."""
+        staged), fold them into the pattern tables, replace the dates' `suppression_hits` (what each rule kept
+        out), and log the chunk's `runs` rows."""
         t = self.tables
         staged = stage.path if stage.written else ANOMALIES.empty_table()
         delta.replace_dates(self.spark, staged, t.anomalies, ANOMALIES, dates, self.writer, kind=(KIND, ANOMALY))
         anomalies = stage.anomalies() if stage.written else self.spark.createDataFrame([], spark_schema(ANOMALIES))
         update_patterns(self.spark, anomalies, dates, (t.pattern_days, t.patterns), self.writer)
+        hits_table = table_path(self.cfg, self.root, "suppression_hits")
+        if hits or delta.table_exists(hits_table, self.spark):
+            delta.ensure_table(self.spark, hits_table, SUPPRESSION_HITS, self.cfg.output.location)
+            delta.replace_dates(self.spark, pa.Table.from_pylist(list(hits), schema=SUPPRESSION_HITS), hits_table,
+                                SUPPRESSION_HITS, dates, self.writer)
         self.log(runs)
 
     def log(self, runs: list[dict]) -> None:

@@ -22,6 +22,7 @@ RUNS = pa.schema([
     ("rule_flagged", pa.int64()),
     ("qname_flagged", pa.int64()),     # flagged by the question model, alone or by pair escalation
     ("pairs_escalated", pa.int64()),   # client-server pairs escalated that day
+    ("suppressed", pa.int64()),        # anomalies suppression rules kept out (per rule: suppression_hits)
     ("threshold", pa.float64()),
     ("model_version", pa.string()),
     ("writer", pa.string()),
