@@ -295,8 +295,8 @@ def spark_list_files(spark, root: str, dates: Iterable[str], date_col: str = "da
     existing = [p for p in paths if _spark_exists(spark, p)]
     if not existing:
         return out
-    names = spark.read.format("binaryFile").load(*existing).inputFiles()
-    rows = (spark.read.format("binaryFile").load(*existing)
+    names = spark.read.format("binaryFile").load(existing).inputFiles()
+    rows = (spark.read.format("binaryFile").load(existing)
             .select("path", "length", F.col("modificationTime").cast("double").alias("mtime")).collect())
     meta = {r["path"]: (int(r["length"]), round(r["mtime"] * 1e9)) for r in rows}
     for name in names:
