@@ -166,14 +166,16 @@ def _java() -> str:
     return java
 
 
-def _reason(report: str, returncode: int) -> str:
-    """The first line of Ivy's output that says why, for a one-line message."""
-    for pattern in (r"(Connection refused[^\n]*)", r"(Read timed out[^\n]*)", r"(connect timed out[^\n]*)",
-                    r"(Host [^\n]* not found[^\n]*)", r"(UnknownHostException[^\n]*)", r"(Server access error[^\n]*)",
-                    r"::\s*(\S+#\S+;\S+: not found)", r"(unresolved dependency: [^\n]*)"):
-        m = re.search(pattern, report)
-        if m:
-            return re.sub(r"\s+", " ", m.group(1)).strip()
+def _reason(report: str, returncode: int, repositories: Sequence[str]) -> str:
+    """Why Ivy failed, in a few words: the first server error, else what was not found where."""
+    m = re.search(r"Server access error at url (\S+) \((?:[\w.$]+: )?([^)]*)\)", report)
+    if m:
+        url = m.group(1)
+        host = url.split("/", 3)[:3]
+        return f"cannot reach {'/'.join(host)}/ ({m.group(2).strip() or 'no answer'})"
+    m = re.search(r"::\s*(\S+#\S+;\S+): not found", report)
+    if m:
+        return f"{m.group(1)} not found in {', '.join(repositories)}"
     lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
     return lines[-1] if lines else f"Ivy exited with {returncode}"
 
@@ -207,7 +209,7 @@ def fetch(coords: Sequence[Coordinate], cache: str | os.PathLike | None = None,
             raise FetchError(f"resolving {', '.join(map(str, coords))} took longer than {exc.timeout:.0f} s") from None
         report = proc.stdout + proc.stderr
         if proc.returncode != 0 or not out.is_file():
-            raise FetchError(f"{', '.join(map(str, coords))}: {_reason(report, proc.returncode)}")
+            raise FetchError(f"{', '.join(map(str, coords))}: {_reason(report, proc.returncode, repos)}")
         jars = tuple(p for p in out.read_text().strip().split(os.pathsep) if p.strip())
     missing = [p for p in jars if not os.path.isfile(p)]
     if not jars or missing:

@@ -298,8 +298,8 @@ def spark_list_files(spark, root: str, dates: Iterable[str], date_col: str = "da
     names = spark.read.format("binaryFile").load(existing).inputFiles()
     rows = (spark.read.format("binaryFile").load(existing)
             .select("path", "length", F.col("modificationTime").cast("double").alias("mtime")).collect())
-    meta = {r["path"]: (int(r["length"]), round(r["mtime"] * 1e9)) for r in rows}
-    for name in names:
+    meta = {_spark_path(r["path"], root): (int(r["length"]), round(r["mtime"] * 1e9)) for r in rows}
+    for name in (_spark_path(n, root) for n in names):
         d = _date_of(name, date_col)
         if d not in out or _hidden(name.split(f"{date_col}={d}/", 1)[-1]):
             continue
@@ -307,6 +307,14 @@ def spark_list_files(spark, root: str, dates: Iterable[str], date_col: str = "da
             raise StorageError(f"Spark listed {name} but gave no size for it", name)
         out[d].append(ArchiveFile(name, *meta[name]))
     return {d: sorted(fs, key=lambda f: f.path) for d, fs in out.items()}
+
+
+def _spark_path(path: str, root: str) -> str:
+    """Spark writes local files as file:/x or file:///x depending on the API; give them back as the arrow
+    lister does: plain paths for a local root, URIs for a remote one."""
+    if path.startswith("file:") and not is_remote(root):
+        return "/" + path[len("file:"):].lstrip("/")
+    return path
 
 
 def _spark_exists(spark, path: str) -> bool:
