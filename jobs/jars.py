@@ -31,9 +31,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import quoteattr
 
 SCALA = "2.13"
@@ -166,6 +167,26 @@ def _java() -> str:
     return java
 
 
+def proxy_properties(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Java system properties for the proxy in HTTPS_PROXY / HTTP_PROXY / NO_PROXY, which pip and curl honour
+    and Java ignores."""
+    env = os.environ if environ is None else environ
+    out: list[str] = []
+    for scheme in ("https", "http"):
+        value = env.get(f"{scheme.upper()}_PROXY") or env.get(f"{scheme}_proxy")
+        if not value:
+            continue
+        url = urlsplit(value if "://" in value else f"http://{value}")
+        if url.hostname:
+            out += [f"-D{scheme}.proxyHost={url.hostname}", f"-D{scheme}.proxyPort={url.port or 80}"]
+    no_proxy = env.get("NO_PROXY") or env.get("no_proxy")
+    if out and no_proxy:
+        hosts = [h.strip() for h in no_proxy.split(",") if h.strip()]
+        # Java's patterns: *.example.com where NO_PROXY says .example.com
+        out.append("-Dhttp.nonProxyHosts=" + "|".join("*" + h if h.startswith(".") else h for h in hosts))
+    return out
+
+
 def _reason(report: str, returncode: int, repositories: Sequence[str]) -> str:
     """Why Ivy failed, in a few words: the first server error, else what was not found where."""
     m = re.search(r"Server access error at url (\S+) \((?:[\w.$]+: )?([^)]*)\)", report)
@@ -200,8 +221,8 @@ def fetch(coords: Sequence[Coordinate], cache: str | os.PathLike | None = None,
         settings, ivy, out = Path(tmp, "ivysettings.xml"), Path(tmp, "ivy.xml"), Path(tmp, "classpath.txt")
         settings.write_text(_settings_xml(cache_dir, repos, timeout_s))
         ivy.write_text(_ivy_xml(coords))
-        cmd = [_java(), "-jar", str(pyspark_jars_dir() / _ivy_jar()), "-settings", str(settings), "-ivy", str(ivy),
-               "-confs", "default", "-types", "jar", "bundle", "-cachepath", str(out)]
+        cmd = [_java(), *proxy_properties(), "-jar", str(pyspark_jars_dir() / _ivy_jar()), "-settings", str(settings),
+               "-ivy", str(ivy), "-confs", "default", "-types", "jar", "bundle", "-cachepath", str(out)]
         try:
             # A bound on the whole run, beyond Ivy's per-connection time-outs: many slow answers add up.
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(600.0, 20 * timeout_s))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
@@ -115,22 +116,22 @@ def build_session(cfg: Config, uris: Sequence[str | None] = (), verbose: bool = 
     return builder.getOrCreate()
 
 
+@dataclass
 class Packages:
     """The jars a local session gets, and which features they bring."""
 
-    def __init__(self) -> None:
-        self.jars: list[str] = []
-        self.delta = False
-        self.s3a = False
+    jars: list[str] = field(default_factory=list)
+    delta: bool = False
+    s3a: bool = False
 
 
 _SAID: set[str] = set()
 
 
-def say_once(message: str) -> None:
-    """One plain line on stderr, once per process (a second session in the same run says nothing new)."""
-    if message not in _SAID:
-        _SAID.add(message)
+def say_once(topic: str, message: str) -> None:
+    """One plain line on stderr, once per topic and process (a second session in the same run says nothing new)."""
+    if topic not in _SAID:
+        _SAID.add(topic)
         print(f"portprint: {message}", file=sys.stderr, flush=True)
 
 
@@ -158,13 +159,13 @@ def local_packages(cfg: Config, uris: Sequence[str | None] = (), verbose: bool =
                    "silences this)") if name == "delta" else (
                    "s3:// and s3a:// paths cannot be read by Spark; let this machine reach Maven Central or name "
                    "a mirror in spark.maven_repositories")
-            say_once(f"could not fetch Spark's {name} jars ({exc}); {fix}")
+            say_once(f"fetch-{name}", f"could not fetch Spark's {name} jars ({exc}); {fix}")
             continue
         if verbose and got.report:
             print(got.report, file=sys.stderr)
         if not got.from_cache:
-            say_once(f"fetched Spark's {name} jars ({len(got.jars)} files) in {got.seconds:.0f} s; cached for "
-                     "the next runs")
+            say_once(f"fetched-{name}", f"fetched Spark's {name} jars ({len(got.jars)} files) in {got.seconds:.0f} s; "
+                     "cached for the next runs")
         out.jars += [j for j in got.jars if j not in out.jars]
         setattr(out, name, True)
     return out

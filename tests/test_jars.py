@@ -165,3 +165,11 @@ def test_sql_prints_only_its_own_output_unless_verbose(tmp_path):
     loud = subprocess.run([*argv, "--verbose"], capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
     assert loud.returncode == 0
     assert "log4j" in loud.stderr or "WARN" in loud.stderr, loud.stderr[-2000:]
+
+
+def test_the_proxy_pip_and_curl_use_is_handed_to_ivy():
+    env = {"HTTPS_PROXY": "http://proxy.corp:3128", "http_proxy": "proxy.corp:8080", "NO_PROXY": "localhost,.corp"}
+    assert jars.proxy_properties(env) == [
+        "-Dhttps.proxyHost=proxy.corp", "-Dhttps.proxyPort=3128", "-Dhttp.proxyHost=proxy.corp",
+        "-Dhttp.proxyPort=8080", "-Dhttp.nonProxyHosts=localhost|*.corp"]
+    assert jars.proxy_properties({"NO_PROXY": "localhost"}) == []
