@@ -27,6 +27,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", metavar="FILE", help="YAML file overriding conf/ (e.g. archive.columns)")
     p.add_argument("--env", default="local", choices=["local", "databricks"],
                    help="which conf/<env>.yml overlay to apply (default: local)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Spark's and Ivy's own output (start-up notices, warnings, jar resolution)")
 
 
 def _dates(p: argparse.ArgumentParser, what: str) -> None:
@@ -161,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
     p.add_argument("query", help='e.g. "SELECT * FROM anomalies ORDER BY score DESC LIMIT 20"')
     p.add_argument("--limit", type=int, default=50, help="rows to print at most (default 50)")
+    p.add_argument("--write", action="store_true",
+                   help="allow statements that change tables (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, "
+                        "ALTER, ...); without it only queries, SHOW, DESCRIBE and EXPLAIN run")
     _common(p)
     _people_parsers(sub)
     return parser
@@ -255,9 +260,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _threshold(cfg, args)
         if args.command == "promote":
             return _promote(cfg, args)
+        if args.command == "sql" and not args.write:
+            from portprint.jobs.readonly import refusal
+
+            problem = refusal(args.query)
+            if problem:
+                return _fail(problem)
         from portprint.jobs.engine.session import build_session
 
-        spark = build_session(cfg)
+        spark = build_session(cfg, uris=(getattr(args, "flows", None), getattr(args, "warehouse", None)),
+                              verbose=args.verbose)
         handlers = {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate, "triage": _triage,
                     "suppress": _suppress, "report": _report, "export": _export}
         return handlers[args.command](spark, cfg, args)
