@@ -94,7 +94,7 @@ KIND = "_kind"
 ANOMALY, COUNTS, EVIDENCE, CANDIDATE, SCORES, SUPPRESSED = "a", "c", "e", "r", "s", "x"
 COUNT_FIELDS = ("_scoped", "_skipped", "_rule", "_model", "_qname", "_flagged")
 PREFIX, ORIG_BYTES, NAMES, ODD, KEPT = "_prefix", "_orig_bytes", "_names", "_odd", "_kept"
-RULE, SUPPRESSED_N = "_rule", "_suppressed"
+RULE, SUPPRESSED_N = "_rule_id", "_suppressed"
 # SCORES rows: which per-flow detectors fired, each on its own (bits: 1 rule, 2 header model, 4 question model).
 FIRED = "_fired"
 OUT = pa.schema([*ANOMALIES, pa.field(KIND, pa.string()), *[pa.field(c, pa.int64()) for c in (*COUNT_FIELDS, FIRED)],
