@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from portprint.jobs import suppressions, triage
+from portprint.jobs import suppress as suppressions
+from portprint.jobs import triage
 from portprint.jobs.cli import main
 from portprint.jobs.export import run_export
 from portprint.jobs.sample import write_sample
