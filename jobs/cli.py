@@ -448,6 +448,7 @@ def _warn_rejected(spark, cfg, warehouse: str) -> None:
 
 def _suppress(spark, cfg, args: argparse.Namespace) -> int:
     from portprint.jobs import suppress as suppressions
+    from portprint.jobs import triage
     from portprint.jobs.engine.render import text
 
     if args.action == "add":
