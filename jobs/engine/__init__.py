@@ -1,3 +1,3 @@
 """Plumbing the entry points share: the Spark session and its jars (session.py, jars.py), storage access
 (storage.py), the stage runners (pipeline.py), the model lifecycle (lifecycle.py), the SQL guard (readonly.py) and
-safe rendering of traffic bytes (render.py, inert.py)."""
+safe rendering of traffic bytes (render.py)."""
