@@ -33,6 +33,9 @@ class SparkConf:
     maven_repositories: tuple[str, ...] = ("~/.m2/repository", "https://repo1.maven.org/maven2/")
     maven_timeout_s: float = 30.0
     jars_cache: str | None = None  # Ivy cache folder; null: Ivy's default, ~/.ivy2.5.2/cache
+    # A persistent local catalog (catalog.schema.table names that outlive the process): a folder for Hive's
+    # metastore (embedded Derby) and the managed tables. null: Spark's in-memory catalog, names last one session.
+    catalog_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class Columns:
 class ArchiveConf:
     columns: Columns = field(default_factory=Columns)
     prefix_encoding: str = "binary"
+    # Who lists a remote archive (jobs/engine/storage.py): arrow (the driver's own credentials), spark (Spark's,
+    # for drivers with none: Spark Connect, Databricks), or auto (spark there, arrow elsewhere).
+    lister: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,9 @@ class OutputConf:
     top_bytes: int = 3
     chunk_days: int = 7
     location: str | None = None  # Unity Catalog tables: null = managed; a path = external tables under it
+    # `portprint sql` and the notebooks also name a path warehouse's tables <sql_schema>.<table> in a local
+    # session's catalog, so that time travel (VERSION AS OF, TIMESTAMP AS OF) and DESCRIBE HISTORY work on them.
+    sql_schema: str = "portprint"
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,15 @@ class S3Conf:
 
 
 @dataclass(frozen=True)
+class MaintainConf:
+    """`portprint maintain` (jobs/warehouse/maintain.py): compaction, VACUUM and staging clean-up."""
+
+    time_travel_days: int = 30          # VACUUM keeps every version this recent readable; less is refused
+    zorder: tuple[str, ...] = ("src_ip", "dst_ip", "detector")  # anomalies' Z-ORDER columns
+    staging_max_age_hours: float = 24.0  # staging folders without a write for this long are a dead run's
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     archive: ArchiveConf = field(default_factory=ArchiveConf)
@@ -162,12 +180,14 @@ class Config:
     output: OutputConf = field(default_factory=OutputConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     s3: S3Conf = field(default_factory=S3Conf)
+    maintain: MaintainConf = field(default_factory=MaintainConf)
     env: str = "local"
 
     def validate(self) -> Config:
         """Check values whose mistakes would otherwise surface deep inside a Spark task."""
         checks = [
             (self.archive.prefix_encoding in ("binary", "hex"), "archive.prefix_encoding must be binary or hex"),
+            (self.archive.lister in ("auto", "arrow", "spark"), "archive.lister must be auto, arrow or spark"),
             (self.scope.match in ("responder", "initiator", "either"),
              "scope.match must be responder, initiator or either"),
             (all(p in (6, 17) for p in self.scope.protocols), "scope.protocols may hold only 6 (TCP) and 17 (UDP)"),
@@ -191,6 +211,8 @@ class Config:
             (self.spark.s3a_jars in ("auto", "on", "off"), "spark.s3a_jars must be auto, on or off"),
             (self.spark.maven_timeout_s > 0, "spark.maven_timeout_s must be positive"),
             (self.s3.path_style in ("auto", True, False), "s3.path_style must be auto, true or false"),
+            (self.maintain.time_travel_days >= 0, "maintain.time_travel_days must be 0 or more"),
+            (self.maintain.staging_max_age_hours > 0, "maintain.staging_max_age_hours must be positive"),
         ]
         for ok, message in checks:
             if not ok:

@@ -167,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow statements that change tables (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, "
                         "ALTER, ...); without it only queries, SHOW, DESCRIBE and EXPLAIN run")
     _common(p)
+
+    p = sub.add_parser("maintain", help="compact the Delta tables, VACUUM them, and remove dead runs' staging",
+                       description="For every table of the warehouse: compact small files (OPTIMIZE; anomalies "
+                                   "Z-ordered by maintain.zorder), then VACUUM files no version younger than the "
+                                   "retention reads (never less than maintain.time_travel_days, so time travel "
+                                   "that far back keeps working); then remove staging folders left by failed or "
+                                   "killed runs. Weekly in the bundle; run it when no score is running.")
+    p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
+    p.add_argument("--retain-days", type=float, metavar="N",
+                   help="VACUUM keeps files that versions of the last N days read (default and minimum: "
+                        "maintain.time_travel_days)")
+    _common(p)
     _people_parsers(sub)
     return parser
 
@@ -270,8 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         spark = build_session(cfg, uris=(getattr(args, "flows", None), getattr(args, "warehouse", None)),
                               verbose=args.verbose)
+        if args.command == "maintain":
+            from portprint.jobs.warehouse.maintain import retention_hours
+
+            retention_hours(cfg, args.retain_days)  # refused before Spark starts
         handlers = {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate, "triage": _triage,
-                    "suppress": _suppress, "report": _report, "export": _export}
+                    "suppress": _suppress, "report": _report, "export": _export, "maintain": _maintain}
         return handlers[args.command](spark, cfg, args)
     except (ArchiveError, ConfigError, EnvironmentProblem, ModelError, ValueError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -413,6 +429,17 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
         return _fail(str(exc).splitlines()[0])
     # Cells hold bytes from traffic and the archive: printed only after inert_frame escapes them.
     inert_frame(spark, df, args.limit).show(args.limit, truncate=60)
+    return 0
+
+
+def _maintain(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.warehouse.maintain import run_maintain
+
+    r = run_maintain(spark, cfg, args.warehouse, args.retain_days)
+    print(f"{len(r.tables)} table(s) maintained with {r.writer}: {sum(t.files_removed for t in r.tables)} small "
+          f"files compacted into {sum(t.files_added for t in r.tables)}, {sum(t.vacuumed for t in r.tables)} "
+          f"unreferenced files removed (retention {r.retain_hours} h); {len(r.staging_removed)} dead staging "
+          "folder(s) removed")
     return 0
 
 

@@ -8,6 +8,7 @@ names), so a result is made inert (jobs/engine/render.py) before it reaches a te
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -46,7 +47,52 @@ def register_tables(spark: SparkSession, cfg: Config, warehouse: str, at: dt.dat
     triage.rules_frame(spark, rules, at).createOrReplaceTempView("suppression_rules")
     triage.rejected_rules_frame(spark, problems).createOrReplaceTempView("suppressions_rejected")
     triage.triaged(spark.table("anomalies"), verdicts, rules, at).createOrReplaceTempView("anomalies_triaged")
+    if reader == delta_io.SPARK and cfg.spark.master is not None:
+        register_history(spark, cfg, warehouse)
     return reader
+
+
+# The warehouse's tables as `portprint sql` names them for time travel: <output.sql_schema>.<name>.
+HISTORY = (("anomalies", "anomalies"), ("runs", "runs"), ("anomaly_patterns", "patterns"),
+           ("anomaly_pattern_days", "pattern_days"), ("suppression_hits", "suppression_hits"),
+           ("verdicts", "verdicts"), ("suppressions", "suppressions"), ("exported", "exported"))
+
+
+def register_history(spark: SparkSession, cfg: Config, warehouse: str) -> dict[str, str]:
+    """Name each existing path table of the warehouse ``<sql_schema>.<table>`` in the local session's catalog (an
+    external table over the same folder: nothing is copied, and dropping the name leaves the files).
+
+    Temp views cannot time-travel; catalog tables can: ``SELECT ... FROM portprint.anomalies VERSION AS OF 3``,
+    ``DESCRIBE HISTORY portprint.anomalies``. A name already pointing at another warehouse's folder is moved to
+    this one; a managed table of that name is left alone. Returns name -> path of what is registered."""
+    schema = cfg.output.sql_schema
+    out: dict[str, str] = {}
+    for name, key in HISTORY:
+        path = people_tables.table_path(cfg, warehouse, key)
+        if delta_io.is_table_name(path) or not delta_io.table_exists(path, spark):
+            continue  # catalog tables time-travel by their own names
+        full = f"spark_catalog.{schema}.{name}"
+        location = _normal(path)
+        if spark.catalog.tableExists(full):
+            detail = spark.sql(f"DESCRIBE DETAIL {full}").select("location").first()
+            if detail and _normal(detail["location"] or "") == location:
+                out[full] = path
+                continue
+            if spark.catalog.getTable(full).tableType.upper() != "EXTERNAL":
+                continue
+            spark.sql(f"DROP TABLE {full}")  # an external table: the name goes, its files stay
+        elif not spark.catalog.databaseExists(f"spark_catalog.{schema}"):
+            spark.sql(f"CREATE SCHEMA IF NOT EXISTS spark_catalog.{schema}")
+        spark.sql(f"CREATE TABLE {full} USING DELTA LOCATION '{location}'")
+        out[full] = path
+    return out
+
+
+def _normal(path: str) -> str:
+    """A table location as Spark's catalog reports it (local folders as absolute paths, no file: prefix)."""
+    if delta_io.is_local(path):
+        return os.path.abspath(delta_io.local_path(path)).rstrip("/")
+    return path.rstrip("/")
 
 
 def inert_frame(spark: SparkSession, df: DataFrame, limit: int) -> DataFrame:

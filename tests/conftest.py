@@ -12,13 +12,55 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 @pytest.fixture(scope="session")
-def cfg():
-    """The local configuration with a 2-core session sized for tests."""
+def cfg(tmp_path_factory):
+    """The local configuration with a 2-core session sized for tests; its catalog (metastore and managed tables)
+    lives in the run's temporary folder."""
     from portprint.conf.config import load_config
 
+    catalog = str(tmp_path_factory.mktemp("catalog"))
     return load_config("local", overrides={"spark": {"master": "local[2]", "shuffle_partitions": 2,
-                                                     "arrow_batch_rows": 8192},
+                                                     "arrow_batch_rows": 8192, "catalog_dir": catalog},
                                            "model": {"epochs": 25}})
+
+
+WRITERS = ("spark", "delta-rs")
+
+
+@pytest.fixture(params=WRITERS)
+def writer(request) -> str:
+    """Each Delta writer in turn: the key end-to-end tests run on both."""
+    return request.param
+
+
+@pytest.fixture
+def wcfg(cfg, writer):
+    """The suite's configuration with output.writer set to ``writer``."""
+    from dataclasses import replace
+
+    return replace(cfg, output=replace(cfg.output, writer=writer))
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory) -> str:
+    """Two days of sample flows, shared by the tests that compare ways of running the same job."""
+    from portprint.jobs.sample import write_sample
+
+    out = str(tmp_path_factory.mktemp("small") / "flows")
+    write_sample(out, days=2, flows_per_day=3000, seed=11, start="2026-11-01")
+    return out
+
+
+@pytest.fixture(scope="session")
+def quick_model(spark, cfg, small_archive, tmp_path_factory) -> str:
+    """A quickly trained model on the small archive: the tests using it compare runs, not detection quality."""
+    from dataclasses import replace
+
+    from portprint.jobs.train import run_train
+
+    quick = replace(cfg, model=replace(cfg.model, epochs=3, epoch_rows=5000))
+    out = str(tmp_path_factory.mktemp("quick-model"))
+    run_train(spark, quick, small_archive, out, end="2026-11-01", log=lambda m: None)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,8 @@ def quiet(*args, **kwargs):
     return run_score(*args, log=lambda m: None, **kwargs)
 
 
-def test_new_only_scores_what_is_new_or_rewritten(spark, cfg, archive, model, tmp_path):
-    wh = str(tmp_path)
+def test_new_only_scores_what_is_new_or_rewritten(spark, wcfg, archive, model, tmp_path):
+    cfg, wh = wcfg, str(tmp_path)
     first = quiet(spark, cfg, archive, model, wh, end=DAYS[1], new_only=True)
     assert first.dates == DAYS[:2]
     second = quiet(spark, cfg, archive, model, wh, new_only=True)
@@ -111,8 +111,8 @@ def test_patterns_match_the_anomalies_and_survive_reruns(spark, cfg, archive, mo
         assert p["first_seen"] == e["first"] and p["model_versions"] == sorted(e["versions"])
 
 
-def test_a_failed_chunk_loses_only_itself_and_a_rerun_resumes(spark, cfg, archive, model, tmp_path):
-    wh = str(tmp_path)
+def test_a_failed_chunk_loses_only_itself_and_a_rerun_resumes(spark, wcfg, archive, model, tmp_path):
+    cfg, wh = wcfg, str(tmp_path)
     victim = os.path.join(archive, f"date={DAYS[2]}", "part-00000.parquet")
     with open(victim, "rb") as f:
         original = f.read()
@@ -137,7 +137,7 @@ def test_a_failed_chunk_loses_only_itself_and_a_rerun_resumes(spark, cfg, archiv
     assert set(table(wh, "anomalies")["date"].to_pylist()) == set(DAYS)
 
 
-def test_patterns_whose_flows_are_rescored_away_are_deleted(spark, tmp_path):
+def test_patterns_whose_flows_are_rescored_away_are_deleted(spark, writer, tmp_path):
     import datetime as dt
 
     import pyarrow as pa
@@ -155,7 +155,7 @@ def test_patterns_whose_flows_are_rescored_away_are_deleted(spark, tmp_path):
              "header_verdict": "invalid", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.53", "model_version": "m"}
             for f, d, h in rows], schema=ANOMALIES)
         return update_patterns(spark, spark.createDataFrame(table, spark_schema(ANOMALIES)),
-                               ["2026-11-01", "2026-11-02"], names, "delta-rs")
+                               ["2026-11-01", "2026-11-02"], names, writer)
 
     def flows() -> dict[str, int]:
         t = DeltaTable(names[1]).to_pyarrow_table()

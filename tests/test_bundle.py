@@ -176,9 +176,9 @@ def test_jobs_fit_the_databricks_job_schema():
             raise AssertionError(f"{name}: {exc}") from None
 
 
-def test_three_jobs_on_their_schedules():
+def test_four_jobs_on_their_schedules():
     want = {"portprint_score_nightly": "0 0 2 * * ?", "portprint_train_weekly": "0 0 4 ? * SUN",
-            "portprint_report_daily": "0 0 6 * * ?"}
+            "portprint_report_daily": "0 0 6 * * ?", "portprint_maintain_weekly": "0 0 8 ? * SUN"}
     got = {name: job["schedule"] for name, (job, _) in jobs().items()}
     assert set(got) == set(want)
     for name, cron in want.items():
@@ -300,6 +300,15 @@ def test_unity_catalog_names_follow_the_targets_catalog_and_schema(target):
     for key, name in names.items():
         assert name.startswith(f"{v['catalog']}.{v['schema']}."), f"{target}: output.{key} = {name}"
         assert name.count(".") == 2, f"{target}: output.{key} = {name} is not catalog.schema.table"
+    # Every table takes the catalog-name path (saveAsTable, MERGE INTO by name) that tests/test_production.py runs
+    # end to end on the local catalog with spark_catalog.<schema>.<table> names, not a folder under --warehouse.
+    from portprint.jobs.warehouse import delta
+    from portprint.jobs.warehouse.people import table_path
+
+    for key in ("anomalies", "runs", "patterns", "pattern_days", "verdicts", "suppressions", "suppression_hits",
+                "exported"):
+        name = getattr(cfg.output, key)
+        assert delta.is_table_name(name) and table_path(cfg, "/unused", key) == name, f"{target}: output.{key}"
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -20,12 +20,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from portprint.jobs.sample import write_sample
 from portprint.jobs.score import run_score
-from portprint.jobs.train import run_train
 
 pytestmark = pytest.mark.slow
-DAYS = ["2026-11-01", "2026-11-02"]
+DAYS = ["2026-11-01", "2026-11-02"]  # the small archive's (conftest)
 
 CONNECT_SCRIPT = textwrap.dedent("""\
     import dataclasses, json, sys
@@ -35,12 +33,19 @@ CONNECT_SCRIPT = textwrap.dedent("""\
     from portprint.jobs.score import run_score
     from portprint.jobs.engine.session import build_session
 
-    spark = (SparkSession.builder.remote("local[2]")
-             .config("spark.sql.shuffle.partitions", "2")
-             .getOrCreate())
+    from portprint.jobs.engine.session import local_options
+
+    # The server gets a local session's own conf (the Delta jars among it), as a Databricks cluster has them.
+    builder = SparkSession.builder.remote("local[2]")
+    base = load_config("local", overrides={"spark": {"master": "local[2]", "shuffle_partitions": 2}})
+    for key, value in local_options(base).items():
+        if key not in ("spark.master", "spark.driver.bindAddress", "spark.driver.host"):
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     try:
-        line = sys.stdin.readline()  # the job's arguments, sent once the archive and model exist
-        if line.strip():
+        for line in sys.stdin:  # each line one job's arguments, sent once the archive and model exist
+            if not line.strip():
+                break
             args = json.loads(line)
             cfg = load_config("local", overrides=args["overrides"])
             # The CLI's path: build_session must hand back the Connect session, not start a classic one.
@@ -55,7 +60,7 @@ CONNECT_SCRIPT = textwrap.dedent("""\
             print("PORTPRINT-REPORT " + json.dumps({
                 "session": type(spark).__module__ + "." + type(spark).__qualname__,
                 "build_session_returns_it": same, "has_spark_context": has_context,
-                "report": dataclasses.asdict(report)}), flush=True)
+                "report": dataclasses.asdict(report)}, default=str), flush=True)
     finally:
         spark.stop()
 """)
@@ -96,14 +101,20 @@ class ConnectRunner:
         except BrokenPipeError:
             pass  # it died while starting; result() reports why
 
-    def result(self, timeout: float = 300) -> dict:
-        out, _ = self.proc.communicate(timeout=timeout)
-        lines = [ln for ln in out.splitlines() if ln.startswith("PORTPRINT-REPORT ")]
-        if self.proc.returncode != 0 or not lines:
-            with open(self.log_path) as fh:
-                err = fh.read()
-            pytest.fail(f"Spark Connect run failed (exit {self.proc.returncode}):\n{err[-4000:]}\n{out[-2000:]}")
-        return json.loads(lines[-1][len("PORTPRINT-REPORT "):])
+    def result(self, timeout: float = 600) -> dict:
+        """The next job's report (the session lives on for the next job)."""
+        seen = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("PORTPRINT-REPORT "):
+                return json.loads(line[len("PORTPRINT-REPORT "):])
+            seen.append(line)
+        self.proc.wait(timeout=timeout)
+        with open(self.log_path) as fh:
+            err = fh.read()
+        pytest.fail(f"Spark Connect run failed (exit {self.proc.returncode}):\n{err[-4000:]}\n{''.join(seen)[-2000:]}")
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -128,27 +139,24 @@ def connect_runner(tmp_path_factory):
     runner.close()
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("connect") / "flows"
-    write_sample(str(out), days=len(DAYS), flows_per_day=3000, seed=11, start=DAYS[0])
-    return str(out)
+@pytest.fixture
+def archive(small_archive) -> str:
+    return small_archive
 
 
-@pytest.fixture(scope="module")
-def model(spark, cfg, archive, tmp_path_factory) -> str:
+@pytest.fixture
+def model(quick_model) -> str:
     """A quickly trained model: the point is that both sessions apply the same one, not its quality."""
-    quick = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, epochs=3, epoch_rows=5000))
-    out = str(tmp_path_factory.mktemp("connect-model"))
-    run_train(spark, quick, archive, out, end=DAYS[0], log=lambda m: None)
-    return out
+    return quick_model
 
 
 def _anomalies(warehouse: str, name: str = "anomalies") -> pa.Table:
     return DeltaTable(os.path.join(warehouse, name)).to_pyarrow_table().sort_by("flow_id")
 
 
-def test_score_on_spark_connect_matches_the_classic_session(connect_runner, spark, cfg, archive, model, tmp_path):
+def test_score_on_spark_connect_matches_the_classic_session(connect_runner, spark, wcfg, writer, archive, model,
+                                                            tmp_path):
+    cfg = wcfg
     classic_wh, connect_wh = str(tmp_path / "classic"), str(tmp_path / "connect")
     connect_runner.start_score(archive, model, connect_wh, cfg)
     # Both runs at once: the Connect server's Python workers warm up while the classic run scores.
@@ -160,7 +168,8 @@ def test_score_on_spark_connect_matches_the_classic_session(connect_runner, spar
     assert got["has_spark_context"] is False  # really the serverless situation: no SparkContext
     assert got["build_session_returns_it"] is True
     remote = got["report"]
-    for key in ("dates", "writer", "flows_read", "flows_scored", "flows_skipped", "anomalies", "model_version"):
+    assert classic.writer == remote["writer"] == writer  # Spark's Delta writer on Connect too, or delta-rs
+    for key in ("dates", "flows_read", "flows_scored", "flows_skipped", "anomalies", "model_version"):
         assert remote[key] == getattr(classic, key), key
 
     a, b = _anomalies(classic_wh, cfg.output.anomalies), _anomalies(connect_wh, cfg.output.anomalies)

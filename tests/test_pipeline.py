@@ -44,8 +44,10 @@ def read_anomalies(warehouse: str) -> pa.Table:
     return DeltaTable(os.path.join(warehouse, "anomalies")).to_pyarrow_table()
 
 
-def test_score_flags_the_planted_protocols_and_little_dns(spark, cfg, archive, labels, model, tmp_path):
-    report = run_score(spark, cfg, archive, model, str(tmp_path), log=lambda m: None)
+def test_score_flags_the_planted_protocols_and_little_dns(spark, wcfg, writer, archive, labels, model, tmp_path):
+    report = run_score(spark, wcfg, archive, model, str(tmp_path), log=lambda m: None)
+    assert report.writer == writer
+    assert set(DeltaTable(os.path.join(str(tmp_path), "runs")).to_pyarrow_table()["writer"].to_pylist()) == {writer}
     got = read_anomalies(str(tmp_path))
     flagged = set(got["flow_id"].to_pylist())
     assert got.num_rows == len(flagged) == report.anomalies
@@ -77,11 +79,11 @@ def test_score_flags_the_planted_protocols_and_little_dns(spark, cfg, archive, l
     assert len(hosts) <= 2 * len(DAYS)  # the infected host's IPv4 and, rarely, IPv6 address
 
 
-def test_rerun_replaces_rows_and_never_duplicates(spark, cfg, archive, model, tmp_path):
+def test_rerun_replaces_rows_and_never_duplicates(spark, wcfg, archive, model, tmp_path):
     wh = str(tmp_path)
-    run_score(spark, cfg, archive, model, wh, log=lambda m: None)
+    run_score(spark, wcfg, archive, model, wh, log=lambda m: None)
     first = read_anomalies(wh)
-    run_score(spark, cfg, archive, model, wh, log=lambda m: None)
+    run_score(spark, wcfg, archive, model, wh, log=lambda m: None)
     second = read_anomalies(wh)
     assert second.num_rows == first.num_rows
     assert sorted(second["flow_id"].to_pylist()) == sorted(first["flow_id"].to_pylist())

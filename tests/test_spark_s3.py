@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""\
     import json, sys
     from pyspark.sql import functions as F
     from portprint.jobs.engine import storage
-from portprint.jobs.warehouse import delta as delta_io
+    from portprint.jobs.warehouse import delta as delta_io
     from portprint.conf.config import load_config
     from portprint.jobs.engine.session import JVM_OUTPUT, build_session
 

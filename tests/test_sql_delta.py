@@ -28,7 +28,7 @@ def _rows(out: str) -> list[list[str]]:
 def two_versions(spark, tmp_path):
     """A Delta table written twice by Spark's writer: version 0 holds a, b; version 1 replaced b by c."""
     assert delta_io.choose_writer(spark, "auto") == "spark", "the suite's session has no Delta jars"
-    path = str(tmp_path / "wh" / "verdicts")
+    path = str(tmp_path / "wh" / "notes")
     spark.createDataFrame([("a", 1), ("b", 2)], "k string, v int").write.format("delta").save(path)
     spark.createDataFrame([("a", 1), ("c", 3)], "k string, v int").write.format("delta").mode("overwrite").save(path)
     # Delta dates a version (of a table without in-commit timestamps) by its log file's modification time.
@@ -55,7 +55,7 @@ def test_time_travel_and_history_by_path(two_versions, capsys):
 
 def test_named_table_time_travel_and_the_write_guard(two_versions, capsys):
     path, wh, _ = two_versions
-    name = f"verdicts_{uuid.uuid4().hex[:8]}"
+    name = f"notes_{uuid.uuid4().hex[:8]}"
     assert main(["sql", "--warehouse", wh, f"CREATE TABLE {name} USING DELTA LOCATION '{path}'"]) == 2
     assert "CREATE would change the warehouse" in capsys.readouterr().err
     assert main(["sql", "--write", "--warehouse", wh, f"CREATE TABLE {name} USING DELTA LOCATION '{path}'"]) == 0

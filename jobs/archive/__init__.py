@@ -1,8 +1,10 @@
 """Source: plan an archive and read its in-scope flows, for `score`, `evaluate` and `train`.
 
 ``open_source`` plans the archive (jobs/archive/plan.py) and chooses, once, how it is read: the Python row-group
-reader (jobs/archive/rowgroups.py) for local and /Volumes archives with binary prefixes, Spark's reader
-(jobs/archive/spark.py) otherwise. Both offer the same three methods, so nothing downstream asks which one runs:
+reader (jobs/archive/rowgroups.py) for local and /Volumes archives with binary prefixes (loose Parquet, or a local
+Delta table's files), Spark's reader (jobs/archive/spark.py) otherwise: object stores, hex prefixes, and Delta
+tables by catalog name or with deletion vectors. Both offer the same three methods, so nothing downstream asks
+which one runs:
 
 - ``run(fn, schema)``: a DataFrame of ``fn``'s output, where ``fn`` gets each Spark task's in-scope flows as an
   iterator of Arrow tables (udfs/schemas.py ``FLOWS_IN``: payload or not) — the Detect stage;
@@ -46,5 +48,6 @@ def open_source(spark: SparkSession, cfg: Config, flows: str, start: str | None 
     from portprint.jobs.archive.rowgroups import RowGroupSource, usable
     from portprint.jobs.archive.spark import SparkSource
 
-    plan = plan_archive(flows, cfg.archive.columns, cfg.archive.prefix_encoding, start, end, dates)
+    plan = plan_archive(flows, cfg.archive.columns, cfg.archive.prefix_encoding, start, end, dates, s3=cfg.s3,
+                        spark=spark, lister=cfg.archive.lister)
     return RowGroupSource(spark, cfg, plan) if usable(plan, cfg) else SparkSource(spark, cfg, plan)

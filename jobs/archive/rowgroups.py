@@ -28,7 +28,7 @@ Task = list[tuple[str, int, str]]  # (path, row group, date)
 def usable(plan: ArchivePlan, cfg: Config) -> bool:
     """The row-group reader needs local files (footers read at planning) and binary prefixes."""
     return (cfg.spark.python_reader and not is_remote(plan.root) and cfg.archive.prefix_encoding == "binary"
-            and bool(plan.row_groups))
+            and bool(plan.row_groups) and plan.delta is None)
 
 
 def tasks(plan: ArchivePlan, rows_per_task: int) -> list[Task]:

@@ -1,6 +1,6 @@
-"""Spark's own Parquet reader, the other Source (jobs/archive/__init__.py chooses it for remote archives and hex
-prefixes): Spark scans, renames to the contract, pushes the scope filter down, and hands Arrow batches of
-in-scope flows to the stage function in the Python workers."""
+"""Spark's own Parquet (or Delta) reader, the other Source (jobs/archive/__init__.py chooses it for remote archives,
+hex prefixes and Delta tables Spark reads): Spark scans, renames to the contract, pushes the scope filter down,
+and hands Arrow batches of in-scope flows to the stage function in the Python workers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from portprint.conf.config import Columns, Config, ScopeConf
-from portprint.jobs.archive.plan import ArchivePlan, is_remote
+from portprint.jobs.archive.delta_table import is_catalog_name
+from portprint.jobs.archive.plan import ArchivePlan
 from portprint.udfs.schemas import FLOW_COLUMNS, FLOWS_IN, spark_schema
 
 
@@ -45,17 +46,21 @@ def scope_condition(scope: ScopeConf) -> Column:
 
 
 def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataFrame | None:
-    """Read the planned files (or, for remote archives, the planned date partitions); None if there are none."""
+    """Read the planned files (what was listed and fingerprinted), or, for a Delta table read by Spark's Delta
+    reader, the planned dates of it; None if there is nothing to read."""
     needed = [cols.flow_id, cols.ts, cols.src_ip, cols.dst_ip, cols.src_port, cols.dst_port, cols.proto,
               cols.orig_payload_prefix, cols.orig_bytes]
-    reader = spark.read.option("basePath", plan.root)
-    if is_remote(plan.root):
-        paths = [f"{plan.root.rstrip('/')}/{cols.date}={d}" for d in plan.dates]
-    else:
-        paths = plan.all_files()
+    if plan.delta is not None:
+        if not plan.all_files():
+            return None
+        t = plan.delta.table
+        df = spark.read.table(t) if is_catalog_name(t) else spark.read.format("delta").load(t)
+        # The partition filter prunes to the planned dates' files.
+        return df.where(F.col(cols.date).cast("string").isin(list(plan.dates))).select(*needed, cols.date)
+    paths = plan.all_files()
     if not paths:
         return None
-    return reader.parquet(*paths).select(*needed, cols.date)
+    return spark.read.option("basePath", plan.root).parquet(*paths).select(*needed, cols.date)
 
 
 class SparkSource:

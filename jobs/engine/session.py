@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 
 from portprint.conf.config import Config
 from portprint.jobs.engine import jars
-from portprint.jobs.engine.storage import S3_SCHEMES, hadoop_s3a_options, s3_settings
+from portprint.jobs.engine.storage import S3_SCHEMES, hadoop_s3a_options, s3_settings, use_s3_conf
 
 JAVA_HELP = (
     "portprint needs Java 17 or newer for Spark. Install it (Debian/Ubuntu: `apt-get install -y "
@@ -63,6 +63,7 @@ def require_java(min_major: int = 17) -> None:
 def build_session(cfg: Config, uris: Sequence[str | None] = (), verbose: bool = False) -> SparkSession:
     """Get the active session (Databricks, Spark Connect) or start the configured local one. ``uris``: the
     paths the command reads or writes (s3:// or s3a:// ones bring the s3a connector when s3a_jars is auto)."""
+    use_s3_conf(cfg.s3)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
@@ -77,6 +78,18 @@ def build_session(cfg: Config, uris: Sequence[str | None] = (), verbose: bool = 
     # Spark's Python workers must run this interpreter, which has numba, torch and portprint.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    options = local_options(cfg, uris, verbose)
+    if not verbose:
+        _launch_quiet_jvm(options)
+    builder = SparkSession.builder
+    for key, value in options.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def local_options(cfg: Config, uris: Sequence[str | None] = (), verbose: bool = False) -> dict[str, str]:
+    """The Spark conf of a local session (a local Spark Connect server takes the same): sizes, quiet output,
+    the Delta and s3a jars with their settings, and the catalog."""
     s = cfg.spark
     options = {
         "spark.master": s.master,
@@ -108,12 +121,17 @@ def build_session(cfg: Config, uris: Sequence[str | None] = (), verbose: bool = 
         options["spark.databricks.delta.snapshotPartitions"] = str(max(1, s.shuffle_partitions))
     if packages.s3a:
         options.update(hadoop_s3a_options(s3_settings(cfg.s3)))
-    if not verbose:
-        _launch_quiet_jvm(options)
-    builder = SparkSession.builder
-    for key, value in options.items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
+    if s.catalog_dir:
+        # A persistent local catalog (tables by name outlive the process): Hive's metastore in an embedded Derby
+        # database, and managed tables, both under catalog_dir. Derby admits one process at a time.
+        base = os.path.abspath(os.path.expanduser(s.catalog_dir))
+        os.makedirs(base, exist_ok=True)
+        options["spark.sql.catalogImplementation"] = "hive"
+        options["spark.sql.warehouse.dir"] = os.path.join(base, "warehouse")
+        options["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={os.path.join(base, 'metastore_db')};create=true")
+        options["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={base}"
+    return options
 
 
 @dataclass

@@ -78,6 +78,19 @@ class S3Settings:
     credentials_provider: str | None
 
 
+_CONFIGURED: list[S3Conf] = []
+
+
+def use_s3_conf(conf: S3Conf) -> None:
+    """Set, once per process (the session builder calls it), the conf/ S3 settings every later client uses: Spark's
+    s3a gets them at session start, and delta-rs and pyarrow here must reach the same store the same way."""
+    _CONFIGURED[:] = [conf]
+
+
+def configured_s3() -> S3Conf | None:
+    return _CONFIGURED[0] if _CONFIGURED else None
+
+
 def s3_settings(conf: S3Conf | None = None, environ: Mapping[str, str] | None = None) -> S3Settings:
     """conf/ first, then the standard AWS variables. Credentials are not read here: each client reads them
     from the environment or a profile itself, so they are never copied into Spark's conf or a log."""
@@ -203,6 +216,23 @@ def list_files(root: str, dates: Iterable[str], date_col: str = "date",
         files = [ArchiveFile(_to_uri(root, path, i.path), i.size, i.mtime_ns) for i in infos
                  if i.type == pafs.FileType.File and not _hidden(i.path[len(folder) + 1:])]
         out[d] = sorted(files, key=lambda f: f.path)
+    return out
+
+
+def folder_ages(root: str, s3: S3Conf | None = None) -> dict[str, float]:
+    """Each folder directly under ``root`` with the newest modification time (seconds since the epoch) of
+    anything inside it, the folder's own included (object stores have no folders: their newest object).
+    Empty when ``root`` does not exist."""
+    fs, path = filesystem(root, s3)
+    out: dict[str, float] = {}
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
+        rel = info.path[len(path) + 1:]
+        top = rel.split("/", 1)[0]
+        if not top or (info.type == pafs.FileType.File and "/" not in rel):
+            continue  # a file lying directly under root is no staging folder
+        when = info.mtime_ns / 1e9 if info.mtime_ns is not None else 0.0
+        key = _to_uri(root, path, f"{path}/{top}")
+        out[key] = max(out.get(key, 0.0), when)
     return out
 
 

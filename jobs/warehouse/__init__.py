@@ -83,9 +83,9 @@ class Warehouse:
 
     def __init__(self, spark: SparkSession, cfg: Config, root: str) -> None:
         self.spark, self.cfg, self.root = spark, cfg, root
-        self.writer = delta.choose_writer(spark, cfg.output.writer)
         self.tables = table_paths(cfg, root)
         t = self.tables
+        self.writer = delta.choose_writer(spark, cfg.output.writer, [t.anomalies, t.runs, t.pattern_days, t.patterns])
         for table, schema in ((t.anomalies, ANOMALIES), (t.runs, RUNS), (t.pattern_days, PATTERN_DAYS),
                               (t.patterns, PATTERNS)):
             delta.ensure_table(spark, table, schema, cfg.output.location)  # catalog names only
@@ -98,6 +98,22 @@ class Warehouse:
             yield s
         finally:
             s.remove()
+
+    def remove_stale_staging(self, older_than_hours: float, now: float | None = None) -> list[str]:
+        """Remove the staging folders of failed or killed runs: those in which nothing was written for
+        ``older_than_hours``. A running chunk writes to its folder as its Spark tasks finish, so its folder stays
+        young; set the age well above the longest a chunk's single Spark job takes. Returns what was removed."""
+        import time
+
+        from portprint.jobs.engine import storage
+
+        now = time.time() if now is None else now
+        removed = []
+        for path, last in storage.folder_ages(os.path.join(self.root, STAGING), self.cfg.s3).items():
+            if now - last > older_than_hours * 3600:
+                delta.remove_folder(path)
+                removed.append(path)
+        return sorted(removed)
 
     def scored(self, model_version: str) -> dict[str, str]:
         """date -> archive snapshot of the latest successful run with this model."""

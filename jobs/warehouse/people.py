@@ -14,7 +14,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from portprint.conf.config import Config
 from portprint.jobs.warehouse import delta as delta_io
-from portprint.jobs.warehouse.tables import spark_schema
 
 
 def table_path(cfg: Config, warehouse: str, key: str) -> str:
@@ -36,17 +35,7 @@ def append_rows(spark: SparkSession, cfg: Config, warehouse: str, key: str, rows
     """Append rows to an unpartitioned table, creating it on first use. An append never rewrites what is
     there, so concurrent writers (the CLI, an analyst's INSERT INTO) do not conflict."""
     table = table_path(cfg, warehouse, key)
-    writer = writer or delta_io.choose_writer(spark, cfg.output.writer)
+    writer = writer or delta_io.choose_writer(spark, cfg.output.writer, [table])
     if writer == delta_io.SPARK:
-        if delta_io.is_table_name(table) and not spark.catalog.tableExists(table):
-            cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in spark_schema(rows.schema).fields)
-            where = cfg.output.location
-            loc = f" LOCATION '{where.rstrip('/')}/{table.split('.')[-1].strip('`')}'" if where else ""
-            spark.sql(f"CREATE TABLE IF NOT EXISTS {table} ({cols}) USING DELTA{loc}")
-        df = spark.createDataFrame(rows.to_pylist(), schema=spark_schema(rows.schema))
-        w = df.write.format("delta").mode("append")
-        w.saveAsTable(table) if delta_io.is_table_name(table) else w.save(table)
-        return
-    from deltalake import write_deltalake
-
-    write_deltalake(table, rows, mode="append")
+        delta_io.ensure_table(spark, table, rows.schema, cfg.output.location, partitioned=False)
+    delta_io.append(spark, rows, table, writer, partitioned=False)
