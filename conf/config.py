@@ -124,7 +124,26 @@ class OutputConf:
     writer: str = "auto"
     top_bytes: int = 3
     chunk_days: int = 7
+    lock_wait_s: float = 1800.0  # how long a run waits for another run's commits on the same warehouse
     location: str | None = None  # Unity Catalog tables: null = managed; a path = external tables under it
+
+
+@dataclass(frozen=True)
+class GoalsConf:
+    """What `evaluate` must show on a labelled set before `promote --labels` makes a model the champion."""
+
+    max_fpr: float = 0.001            # flagged share of genuine DNS (label dns), all detectors together
+    min_recall: float = 0.98          # flagged share of non-DNS protocols
+    min_tunnel_recall: float = 0.9    # flagged share of dns-tunnel flows (when the labels hold any)
+
+
+@dataclass(frozen=True)
+class PromoteConf:
+    """The checks `portprint promote` runs before it moves the champion alias (jobs/promotion.py)."""
+
+    max_alert_ratio: float = 1.5   # refuse when the candidate raises more than this times the champion's alerts
+    compare_days: int = 7          # ... on the champion's last scored dates, this many
+    goals: GoalsConf = field(default_factory=GoalsConf)
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,7 @@ class Config:
     pairs: PairsConf = field(default_factory=PairsConf)
     output: OutputConf = field(default_factory=OutputConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
+    promote: PromoteConf = field(default_factory=PromoteConf)
     s3: S3Conf = field(default_factory=S3Conf)
     env: str = "local"
 
@@ -191,6 +211,9 @@ class Config:
             (self.spark.s3a_jars in ("auto", "on", "off"), "spark.s3a_jars must be auto, on or off"),
             (self.spark.maven_timeout_s > 0, "spark.maven_timeout_s must be positive"),
             (self.s3.path_style in ("auto", True, False), "s3.path_style must be auto, true or false"),
+            (self.output.lock_wait_s >= 0, "output.lock_wait_s must be 0 or more"),
+            (self.promote.max_alert_ratio >= 1, "promote.max_alert_ratio must be 1 or more"),
+            (self.promote.compare_days >= 1, "promote.compare_days must be 1 or more"),
         ]
         for ok, message in checks:
             if not ok:

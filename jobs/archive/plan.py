@@ -16,6 +16,9 @@ import pyarrow.parquet as pq
 
 from portprint.conf.config import Columns
 
+# The contract keeps the first 64 bytes of each flow's payload; longer prefixes are cut to this as they are read, so
+# the models judge what they were built for and the tables' prefix columns stay bounded.
+PREFIX_BYTES = 64
 _DATE_DIR = re.compile(r"^(?P<col>[A-Za-z_][A-Za-z0-9_]*)=(?P<date>\d{4}-\d{2}-\d{2})$")
 
 

@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
 
 from portprint.conf.config import Columns, Config, ScopeConf
-from portprint.jobs.archive.plan import ArchivePlan, is_remote
+from portprint.jobs.archive.plan import PREFIX_BYTES, ArchivePlan, is_remote
 from portprint.udfs.schemas import FLOW_COLUMNS, FLOWS_IN, spark_schema
 
 
@@ -21,6 +22,7 @@ def canonical(df: DataFrame, cols: Columns, prefix_encoding: str) -> DataFrame:
     if prefix_encoding == "hex":
         # unhex gives NULL for malformed hex: such a flow is then skipped and counted, not guessed at.
         prefix = F.unhex(F.regexp_replace(prefix, r"[\s:]", ""))
+    prefix = F.substring(prefix, 1, PREFIX_BYTES)
     return df.select(
         F.col(cols.flow_id).cast("string").alias("flow_id"),
         F.col(cols.ts).alias("ts"),
@@ -44,11 +46,24 @@ def scope_condition(scope: ScopeConf) -> Column:
     return F.coalesce(F.col("proto").isin(list(scope.protocols)) & side, F.lit(False))
 
 
-def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataFrame | None:
+def _read_schema(cols: Columns, prefix_string: bool) -> StructType:
+    """The archive columns portprint reads, each at the widest type the contract allows."""
+    types = [(cols.flow_id, StringType()), (cols.ts, TimestampType()), (cols.src_ip, StringType()),
+             (cols.dst_ip, StringType()), (cols.src_port, LongType()), (cols.dst_port, LongType()),
+             (cols.proto, LongType()), (cols.orig_payload_prefix, StringType() if prefix_string else BinaryType()),
+             (cols.orig_bytes, LongType()), (cols.date, StringType())]
+    return StructType([StructField(name, t) for name, t in types])
+
+
+def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns, prefix_encoding: str = "binary"
+                 ) -> DataFrame | None:
     """Read the planned files (or, for remote archives, the planned date partitions); None if there are none."""
+    prefix_string = prefix_encoding == "hex"
     needed = [cols.flow_id, cols.ts, cols.src_ip, cols.dst_ip, cols.src_port, cols.dst_port, cols.proto,
               cols.orig_payload_prefix, cols.orig_bytes]
-    reader = spark.read.option("basePath", plan.root)
+    # The widest type of each column, given rather than inferred from one file: files of one date may differ
+    # (int32 or int64 ports, a timestamp with or without a zone; Parquet readers widen but never narrow).
+    reader = spark.read.option("basePath", plan.root).schema(_read_schema(cols, prefix_string))
     if is_remote(plan.root):
         paths = [f"{plan.root.rstrip('/')}/{cols.date}={d}" for d in plan.dates]
     else:
@@ -70,7 +85,7 @@ class SparkSource:
 
     def _scoped(self, observe: bool) -> DataFrame | None:
         cols = self.cfg.archive.columns
-        raw = read_archive(self.spark, self.plan, cols)
+        raw = read_archive(self.spark, self.plan, cols, self.cfg.archive.prefix_encoding)
         if raw is None:
             return None
         df = canonical(raw, cols, self.cfg.archive.prefix_encoding)

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from portprint.conf.config import Config
 from portprint.jobs.archive import ArchiveError, Source
 from portprint.jobs.archive.rowgroups import READ_FAILED
+from portprint.jobs.engine.faults import killing_worker_once
 from portprint.jobs.warehouse import Stage, counts_by_date
 from portprint.models.artifact import ModelArtifact
 from portprint.udfs import escalate as esc
@@ -74,7 +75,8 @@ def detect(source: Source, art: ModelArtifact, cfg: Config, run_id: str, scored_
     """Detect over every in-scope flow of the source's dates, into the stage (one Spark job: the models run
     once per flow, and only anomalies, counts and evidence come back). Anomalies that a suppression rule in
     ``rules`` matches are counted, not staged."""
-    out = source.run(detect_tables(art, cfg, run_id, scored_at_us, scores=scores, rules=rules), OUT)
+    out = source.run(killing_worker_once(detect_tables(art, cfg, run_id, scored_at_us, scores=scores, rules=rules)),
+                     OUT)
     if out is not None:
         _write(stage, out, source.plan.root)
 

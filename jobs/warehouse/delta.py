@@ -130,14 +130,15 @@ def has_parquet(path: str) -> bool:
 
 
 def append(spark: SparkSession, rows: pa.Table, table: str, writer: str) -> None:
-    """Append a small driver-side table (the runs log)."""
+    """Append a small driver-side table (the runs log). Columns the table lacks (written by an older portprint)
+    are added to it."""
     if writer == SPARK:
         df = spark.createDataFrame(rows.to_pylist(), schema=spark_schema(rows.schema))
-        _save(df.write.format("delta").mode("append").partitionBy("date"), table)
+        _save(df.write.format("delta").mode("append").option("mergeSchema", "true").partitionBy("date"), table)
         return
     from deltalake import write_deltalake
 
-    write_deltalake(table, rows, mode="append", partition_by=["date"])
+    write_deltalake(table, rows, mode="append", partition_by=["date"], schema_mode="merge")
 
 
 def remove_folder(path: str) -> None:
