@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "promote" and args.warehouse is None and args.labels is None:
             return _promote(None, cfg, args)
         if args.command == "sql" and not args.write:
-            from portprint.jobs.readonly import refusal
+            from portprint.jobs.engine.readonly import refusal
 
             problem = refusal(args.query)
             if problem:
@@ -338,7 +338,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _train(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.lifecycle import register
+    from portprint.jobs.engine.lifecycle import register
     from portprint.jobs.train import run_train
 
     for flag in ("target_fpr", "qname_target_fpr"):
@@ -359,7 +359,7 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
 
     if args.chunk_days is not None and args.chunk_days < 1:
         return _fail("--chunk-days must be at least 1")
-    from portprint.jobs.lifecycle import model_folder
+    from portprint.jobs.engine.lifecycle import model_folder
 
     model = model_folder(cfg, args.model, args.registry)
     r = run_score(spark, cfg, args.flows, model, args.warehouse, args.start, args.end, new_only=args.new_only,
@@ -385,8 +385,8 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _evaluate(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.engine.lifecycle import model_folder, open_registry
     from portprint.jobs.evaluate import format_table, run_evaluate
-    from portprint.jobs.lifecycle import model_folder, open_registry
     from portprint.models.registry import is_registry_uri
 
     model = model_folder(cfg, args.model, args.registry)
@@ -399,7 +399,7 @@ def _evaluate(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _threshold(cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.lifecycle import model_folder, register
+    from portprint.jobs.engine.lifecycle import model_folder, register
     from portprint.jobs.train import rethreshold
 
     if not 0 < args.target_fpr < 0.5:
@@ -413,7 +413,7 @@ def _threshold(cfg, args: argparse.Namespace) -> int:
 
 
 def _registered(cfg, reg, store: str | None, model_dir: str) -> None:
-    from portprint.jobs.lifecycle import local_store
+    from portprint.jobs.engine.lifecycle import local_store
 
     if reg is None:
         return
@@ -461,7 +461,7 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _triage(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.render import text
+    from portprint.jobs.engine.render import text
     from portprint.jobs.triage import record_verdict
 
     if args.date and not args.pair:
@@ -479,7 +479,7 @@ def _warn_rejected(spark, cfg, warehouse: str) -> None:
     """Rows written by hand (INSERT INTO) that are ignored: listed on stderr with why, never fatal."""
     from pyspark.sql import functions as F
 
-    from portprint.jobs.render import text
+    from portprint.jobs.engine.render import text
     from portprint.jobs.triage import load_rules, read_verdicts
 
     bad = read_verdicts(spark, cfg, warehouse).where(F.col("problem").isNotNull()).limit(20).collect()
@@ -491,8 +491,9 @@ def _warn_rejected(spark, cfg, warehouse: str) -> None:
 
 
 def _suppress(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs import suppressions, triage
-    from portprint.jobs.render import text
+    from portprint.jobs import suppress as suppressions
+    from portprint.jobs import triage
+    from portprint.jobs.engine.render import text
 
     if args.action == "add":
         row = suppressions.add_rule(spark, cfg, args.warehouse, args.kind, args.value, args.reason, args.by,
@@ -518,7 +519,7 @@ def _suppress(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _report(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.report_page import write_report
+    from portprint.jobs.report import write_report
 
     r = write_report(spark, cfg, args.warehouse, args.out, args.start, args.end)
     print(f"report of {r.start}..{r.end}: {r.html}  {r.markdown}  ({len(r.plots)} plots)")

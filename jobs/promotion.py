@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from portprint.conf.config import Config
-from portprint.jobs.lifecycle import open_registry
+from portprint.jobs.engine.lifecycle import open_registry
 from portprint.models.registry import CHAMPION, Registered, RegistryError
 
 ALERTS, GOALS = "alert volume", "goals"
@@ -72,7 +72,7 @@ def alert_volume(spark: SparkSession, cfg: Config, candidate_dir: str, champion:
     """Score the candidate on the champion's last scored dates and compare the anomalies per date."""
     from portprint.jobs.archive import open_source
     from portprint.jobs.engine import pipeline
-    from portprint.jobs.suppressions import rules_at
+    from portprint.jobs.suppress import rules_at
     from portprint.jobs.warehouse import Warehouse
     from portprint.udfs.scoring import load_model
 

@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession
 from portprint.conf.config import Config
 from portprint.jobs.archive import Source, open_source
 from portprint.jobs.engine import pipeline
-from portprint.jobs.suppressions import rules_at
+from portprint.jobs.suppress import rules_at
 from portprint.jobs.warehouse import Warehouse, full_disk, history
 from portprint.models.artifact import ModelArtifact
 from portprint.udfs.detect import pairs_on

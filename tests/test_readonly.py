@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portprint.jobs.cli import main
-from portprint.jobs.readonly import refusal, tokens
+from portprint.jobs.engine.readonly import refusal, tokens
 
 READS = [
     "SELECT * FROM anomalies",

@@ -75,7 +75,7 @@ ANOMALIES = pa.schema([
 ])
 
 
-# ---- People decide (jobs/triage.py, jobs/suppressions.py, jobs/export.py). Analysts may write the first two
+# ---- People decide (jobs/triage.py, jobs/suppress.py, jobs/export.py). Analysts may write the first two
 # with plain SQL (INSERT INTO); rows that break the rules below are listed with why and ignored, never fatal.
 
 def spark_schema(schema: pa.Schema) -> StructType:
