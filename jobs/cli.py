@@ -365,7 +365,7 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
     r = run_score(spark, cfg, args.flows, model, args.warehouse, args.start, args.end, new_only=args.new_only,
                   rescore=args.rescore, dry_run=args.dry_run, chunk_days=args.chunk_days)
     if r.dry_run:
-        from portprint.jobs.score import refusal
+        from portprint.jobs.warehouse.history import refusal
 
         for x in r.decisions:
             print(f"{x.date}  {'score' if x.score else 'skip '}  {x.reason:<13}  {x.detail}")

@@ -126,7 +126,8 @@ def test_two_runs_on_one_warehouse_lose_nothing_and_a_third_fails_clearly(spark,
         assert wait_for(pause, a), a_log.read_text()[-2000:]
         a_run = _run_id(a_log)
         marker = tmp_path / "worker-killed"
-        b = portprint(["score", "--conf", conf_file(tmp_path / "retry.yml", master="local[2,2]"), *common, "--new-only"],
+        retry = conf_file(tmp_path / "retry.yml", master="local[2,2]")
+        b = portprint(["score", "--conf", retry, *common, "--new-only"],
                       {"PORTPRINT_KILL_WORKER_ONCE": str(marker)}, b_log)
         c = portprint(["score", "--conf", conf_file(tmp_path / "short.yml", lock_wait_s=1), *common, "--start", D2,
                        "--end", D2], log=c_log)

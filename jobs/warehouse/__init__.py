@@ -103,11 +103,14 @@ class Warehouse:
                 delta.ensure_table(spark, table, schema, cfg.output.location)  # catalog names only
 
     @contextlib.contextmanager
-    def run(self, run_id: str) -> Iterator[list[str]]:
+    def run(self, run_id: str, log: Callable[[str], None] = lambda m: None) -> Iterator[list[str]]:
         """For the block, mark the run alive (its staging is its own); first remove the staging of runs that
         were killed. Yields the staging folders removed."""
         with run_mark(self.root, run_id):
-            yield remove_stale_staging(self.root)
+            stale = remove_stale_staging(self.root)
+            if stale:
+                log(f"portprint score: removed the staging of {len(stale)} killed run(s): {', '.join(stale)}")
+            yield stale
 
     @contextlib.contextmanager
     def stage(self, run_id: str, first_date: str) -> Iterator[Stage]:
@@ -181,12 +184,18 @@ class Warehouse:
         rows = [r | {"logged_at": now} for r in runs]
         delta.append(self.spark, pa.Table.from_pylist(rows, schema=RUNS), self.tables.runs, self.writer)
 
-    def log_failure(self, runs: list[dict], log: Callable[[str], None]) -> None:
-        """Append a failed chunk's rows under the commit lock (waiting a minute at most); never raises: the
-        failure itself matters more than its log row."""
+    def log_failure(self, exc: BaseException, runs: list[dict], log: Callable[[str], None]) -> WarehouseError | None:
+        """Append a failed chunk's rows (``exc`` says why; `committed` lists what the chunk did commit) under the
+        commit lock, waiting a minute at most; never raises: the failure itself matters more than its log row.
+        Returns the one-line error to raise instead of ``exc`` when the disk is full."""
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        full = full_disk(exc, self.root) if isinstance(exc, Exception) else None
+        error = str(full or exc).splitlines()[0][:500] if str(full or exc) else type(exc).__name__
+        rows = [r | {"status": status, "error": error, "committed": list(self.committed)} for r in runs]
         wait = min(self.cfg.output.lock_wait_s, 60.0)
         with contextlib.suppress(Exception), self.locked(runs[0]["run_id"] if runs else "", log, wait):
-            self.log(runs)
+            self.log(rows)
+        return full
 
 
 _NO_SPACE = re.compile(r"No space left on device|ENOSPC|errno 28|Disk quota exceeded", re.IGNORECASE)

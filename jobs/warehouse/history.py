@@ -7,7 +7,8 @@ attempt *touched* the tables when it succeeded, when its closing row lists a com
 row at all (the run was killed between commits: what it changed is unknown). The latest touched attempt decides:
 
 - it succeeded and the date's files are unchanged since (same archive snapshot): done, whatever model scored it
-  (a retrain does not make history new; rescoring is asked for with `score --rescore`);
+  (a retrain does not make history new; rescoring is asked for with `score --rescore`), unless the escalation
+  settings in force differ from those it recorded (settings-changed: a deliberate change of configuration);
 - it succeeded but the files changed: late-written;
 - it did not finish: half-finished (the tables may hold part of it; a rerun repairs it);
 - no attempt touched the tables: failed (attempts failed before committing anything), or new (no attempt).
@@ -16,14 +17,17 @@ row at all (the run was killed between commits: what it changed is unknown). The
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 NEW, LATE, RESCORE, FAILED, HALF, RANGE, DONE = ("new", "late-written", "rescore", "failed", "half-finished",
                                                   "range", "done")
+SETTINGS = "settings-changed"
 COMMITTING, SUCCEEDED = "committing", "succeeded"
 # The runs columns this module reads (older tables may lack the last three: they read as null).
-COLUMNS = ("run_id", "date", "status", "model_version", "started_at", "archive_snapshot", "committed", "logged_at")
+COLUMNS = ("run_id", "date", "status", "model_version", "started_at", "archive_snapshot", "committed", "logged_at",
+           "escalation_hash", "archive", "anomalies")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -32,7 +36,7 @@ class DateState:
     """One date's standing in the runs log."""
 
     date: str
-    state: str                      # DONE, NEW, LATE, FAILED or HALF
+    state: str                      # DONE, NEW, LATE, FAILED, HALF or SETTINGS
     model_version: str | None = None  # of the attempt that decides (None when none touched the tables)
     run_id: str | None = None
     at: dt.datetime | None = None
@@ -43,6 +47,7 @@ class DateState:
         by = f"run {self.run_id}, model {self.model_version}{when}"
         return {DONE: f"scored by {by}; files unchanged since",
                 LATE: f"files changed since it was scored by {by}",
+                SETTINGS: f"scored by {by} under other escalation settings",
                 HALF: f"{by} stopped between its commits; the tables may hold part of it",
                 FAILED: "every earlier attempt failed before committing anything",
                 NEW: "never scored"}[self.state]
@@ -65,8 +70,15 @@ def _touched(rows: list[dict]) -> tuple[bool, dict | None]:
     return committed is None or len(committed) > 0, last
 
 
-def date_states(runs: Iterable[dict], snapshots: dict[str, str]) -> dict[str, DateState]:
-    """Each date of ``snapshots`` (date -> the archive's fingerprint now) as the runs log leaves it."""
+def settings_hash(settings: str) -> str:
+    """A short hash of the escalation settings' canonical JSON."""
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+def date_states(runs: Iterable[dict], snapshots: dict[str, str], settings: str | None = None
+                ) -> dict[str, DateState]:
+    """Each date of ``snapshots`` (date -> the archive's fingerprint now) as the runs log leaves it; ``settings``:
+    the hash of the escalation settings in force (rows without one, from older runs, count as the same)."""
     by_date: dict[str, dict[str, list[dict]]] = {}
     for r in runs:
         if r.get("date") in snapshots:
@@ -87,5 +99,47 @@ def date_states(runs: Iterable[dict], snapshots: dict[str, str]) -> dict[str, Da
             out[d] = DateState(d, HALF, first.get("model_version"), first.get("run_id"), at)
         else:
             same = (closing.get("archive_snapshot") or "") == (snap or "")
-            out[d] = DateState(d, DONE if same else LATE, closing.get("model_version"), closing.get("run_id"), at)
+            was = closing.get("escalation_hash")
+            state = LATE if not same else SETTINGS if settings and was and was != settings else DONE
+            out[d] = DateState(d, state, closing.get("model_version"), closing.get("run_id"), at)
     return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run does with one date of its range, and why (``score --dry-run`` prints these)."""
+
+    date: str
+    score: bool
+    reason: str   # NEW, LATE, FAILED, HALF, RESCORE; DONE when skipped
+    detail: str   # what the runs log says about the date
+
+
+class AlreadyScored(ValueError):
+    """A plain `score` would replace dates already scored: rescoring history is asked for with --rescore."""
+
+
+def plan_dates(states: dict[str, DateState], dates: list[str], *, new_only: bool, rescore: bool
+               ) -> list[Decision]:
+    """Each date's decision. With ``rescore`` every date is scored; otherwise dates whose last finished run
+    succeeded on unchanged files are skipped (--new-only) or refused (a plain run: raises AlreadyScored)."""
+    out = []
+    for d in dates:
+        st = states[d]
+        if rescore:
+            out.append(Decision(d, True, RESCORE, st.describe()))
+        else:
+            out.append(Decision(d, st.state != DONE, st.state, st.describe()))
+    return out
+
+
+def refusal(decisions: list[Decision]) -> str | None:
+    """Why a plain `score` (neither --new-only nor --rescore) must not run, or None."""
+    done = [x.date for x in decisions if not x.score]
+    if not done:
+        return None
+    span = done[0] if len(done) == 1 else f"{done[0]}..{done[-1]} ({len(done)} dates)"
+    todo = [x.date for x in decisions if x.score]
+    return (f"{span} already scored (the runs table has a finished run on unchanged files); nothing was written. "
+            f"Pass --new-only to score only the {len(todo)} other date(s), or --rescore with --start and --end "
+            "to replace them on purpose")

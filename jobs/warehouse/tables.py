@@ -40,6 +40,8 @@ RUNS = pa.schema([
     # with a `committing` row and no later row of its run was stopped midway, and its dates are not done.
     ("committed", pa.list_(pa.string())),
     ("logged_at", TS),                  # when this row was written (orders a date's attempts)
+    ("escalation", pa.string()),        # the escalation settings in force (JSON; jobs/engine/pipeline.py)
+    ("escalation_hash", pa.string()),   # their hash: a change makes --new-only score the date again
 ])
 
 # Per pattern and date: the building block that makes anomaly_patterns rebuildable when dates are rescored.
