@@ -125,6 +125,7 @@ class OutputConf:
     top_bytes: int = 3
     chunk_days: int = 7
     lock_wait_s: float = 1800.0  # how long a run waits for another run's commits on the same warehouse
+    stale_staging_hours: float = 24.0  # object storage: a run removes staging older than this (killed runs')
     location: str | None = None  # Unity Catalog tables: null = managed; a path = external tables under it
 
 
@@ -212,6 +213,7 @@ class Config:
             (self.spark.maven_timeout_s > 0, "spark.maven_timeout_s must be positive"),
             (self.s3.path_style in ("auto", True, False), "s3.path_style must be auto, true or false"),
             (self.output.lock_wait_s >= 0, "output.lock_wait_s must be 0 or more"),
+            (self.output.stale_staging_hours > 0, "output.stale_staging_hours must be positive"),
             (self.promote.max_alert_ratio >= 1, "promote.max_alert_ratio must be 1 or more"),
             (self.promote.compare_days >= 1, "promote.compare_days must be 1 or more"),
         ]

@@ -107,7 +107,7 @@ class Warehouse:
         """For the block, mark the run alive (its staging is its own); first remove the staging of runs that
         were killed. Yields the staging folders removed."""
         with run_mark(self.root, run_id):
-            stale = remove_stale_staging(self.root)
+            stale = remove_stale_staging(self.root, self.cfg.output.stale_staging_hours * 3600)
             if stale:
                 log(f"portprint score: removed the staging of {len(stale)} killed run(s): {', '.join(stale)}")
             yield stale

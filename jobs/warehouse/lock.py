@@ -1,6 +1,5 @@
 """Who may write a warehouse, and whose staging is left over: the Sink's commit lock and each run's liveness mark.
-Used by jobs/warehouse/__init__.py (every chunk's commits, the start of every run) and by `maintain`
-(``remove_stale_staging``).
+Used by jobs/warehouse/__init__.py (every chunk's commits, and at the start of every run ``remove_stale_staging``).
 
 **Why a kernel lock (``fcntl.flock``), not a lease row in a Delta table or retries on Delta's conflicts.**
 A chunk's commit reads `anomaly_pattern_days`, aggregates, then writes two tables in separate commits: Delta's
@@ -19,7 +18,8 @@ warehouse on object storage or in a catalog has no such lock: there runs must be
 
 Staging: each run holds an exclusive ``flock`` on ``_staging/<run_id>.alive`` for its whole life and stages
 under ``_staging/<run_id>/``. A folder whose mark nobody holds belongs to a run that has ended; if it is still
-there, that run was killed, and the next run (or `maintain`) removes it.
+there, that run was killed, and the next run removes it. Object storage has no marks: there the next run removes
+staging older than ``output.stale_staging_hours``.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def remove_stale_staging(root: str, min_age_s: float | None = None) -> list[str]
     """Remove the staging folders of runs that have ended; return what was removed.
 
     Local warehouses: a folder goes when no live run holds its mark (a run killed with ``kill -9``). Object
-    storage has no marks: there a folder goes only when ``min_age_s`` is given and it is older than that (``maintain``
-    passes the longest a run may take), never in the middle of a run."""
+    storage has no marks: there a folder goes only when ``min_age_s`` is given and it is older than that (the
+    longest a run may take: output.stale_staging_hours), never in the middle of a run."""
     base = (delta.local_path(root) if delta.is_local(root) else root.rstrip("/")) + "/" + STAGING
     if not delta.is_local(root):
         return _remove_old_remote(base, min_age_s)
