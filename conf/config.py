@@ -130,10 +130,30 @@ class OutputConf:
     writer: str = "auto"
     top_bytes: int = 3
     chunk_days: int = 7
+    lock_wait_s: float = 1800.0  # how long a run waits for another run's commits on the same warehouse
+    stale_staging_hours: float = 24.0  # object storage: a run removes staging older than this (killed runs')
     location: str | None = None  # Unity Catalog tables: null = managed; a path = external tables under it
     # `portprint sql` and the notebooks also name a path warehouse's tables <sql_schema>.<table> in a local
     # session's catalog, so that time travel (VERSION AS OF, TIMESTAMP AS OF) and DESCRIBE HISTORY work on them.
     sql_schema: str = "portprint"
+
+
+@dataclass(frozen=True)
+class GoalsConf:
+    """What `evaluate` must show on a labelled set before `promote --labels` makes a model the champion."""
+
+    max_fpr: float = 0.001            # flagged share of genuine DNS (label dns), all detectors together
+    min_recall: float = 0.98          # flagged share of non-DNS protocols
+    min_tunnel_recall: float = 0.9    # flagged share of dns-tunnel flows (when the labels hold any)
+
+
+@dataclass(frozen=True)
+class PromoteConf:
+    """The checks `portprint promote` runs before it moves the champion alias (jobs/promotion.py)."""
+
+    max_alert_ratio: float = 1.5   # refuse when the candidate raises more than this times the champion's alerts
+    compare_days: int = 7          # ... on the champion's last scored dates, this many
+    goals: GoalsConf = field(default_factory=GoalsConf)
 
 
 @dataclass(frozen=True)
@@ -165,7 +185,6 @@ class MaintainConf:
 
     time_travel_days: int = 30          # VACUUM keeps every version this recent readable; less is refused
     zorder: tuple[str, ...] = ("src_ip", "dst_ip", "detector")  # anomalies' Z-ORDER columns
-    staging_max_age_hours: float = 24.0  # staging folders without a write for this long are a dead run's
 
 
 @dataclass(frozen=True)
@@ -179,6 +198,7 @@ class Config:
     pairs: PairsConf = field(default_factory=PairsConf)
     output: OutputConf = field(default_factory=OutputConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
+    promote: PromoteConf = field(default_factory=PromoteConf)
     s3: S3Conf = field(default_factory=S3Conf)
     maintain: MaintainConf = field(default_factory=MaintainConf)
     env: str = "local"
@@ -212,7 +232,10 @@ class Config:
             (self.spark.maven_timeout_s > 0, "spark.maven_timeout_s must be positive"),
             (self.s3.path_style in ("auto", True, False), "s3.path_style must be auto, true or false"),
             (self.maintain.time_travel_days >= 0, "maintain.time_travel_days must be 0 or more"),
-            (self.maintain.staging_max_age_hours > 0, "maintain.staging_max_age_hours must be positive"),
+            (self.output.lock_wait_s >= 0, "output.lock_wait_s must be 0 or more"),
+            (self.output.stale_staging_hours > 0, "output.stale_staging_hours must be positive"),
+            (self.promote.max_alert_ratio >= 1, "promote.max_alert_ratio must be 1 or more"),
+            (self.promote.compare_days >= 1, "promote.compare_days must be 1 or more"),
         ]
         for ok, message in checks:
             if not ok:

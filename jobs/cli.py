@@ -112,9 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     _registry(p)
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
     _dates(p, "score")
-    p.add_argument("--new-only", action="store_true",
-                   help="skip dates already scored successfully with this model whose files have not changed "
-                        "since (nightly runs; a stopped backfill resumes where it stopped)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--new-only", action="store_true",
+                     help="score only dates not scored yet, written late (files changed since), or left failed or "
+                          "half-finished; skip the rest, whatever model scored them (the nightly job; a stopped "
+                          "backfill resumes). Without it, a range holding scored dates is refused")
+    how.add_argument("--rescore", action="store_true",
+                     help="score every date from --start to --end again (both required), replacing what earlier "
+                          "runs wrote: rescoring history on purpose, e.g. with a newly promoted model")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the dates this command would score and why (new, late-written, failed, "
+                        "half-finished, rescore) and the ones it would skip; write nothing")
     p.add_argument("--chunk-days", type=int, metavar="N",
                    help="commit every N dates (default output.chunk_days: 7); a failure loses one chunk at most")
     _common(p)
@@ -148,13 +156,29 @@ def build_parser() -> argparse.ArgumentParser:
     _registry(p)
     _common(p)
 
-    p = sub.add_parser("promote", help="make a registered model version the champion that nightly scoring uses",
-                       description="Give a registered version the registry alias `champion` (scoring with "
-                                   "--model models:/portprint@champion then uses it). The version it replaces "
-                                   "is tagged retired; both stay in the registry, unchanged.")
+    p = sub.add_parser("promote", help="check a registered model version, then make it the champion nightly "
+                                       "scoring uses",
+                       description="Check a registered version, then give it the registry alias `champion` (scoring "
+                                   "with --model models:/portprint@champion then uses it). Checks: scored on the "
+                                   "champion's last scored dates in --warehouse, the candidate may raise at most "
+                                   "promote.max_alert_ratio times the champion's alerts; with --labels, evaluate's "
+                                   "numbers must meet promote.goals. A failed check refuses, with the numbers; "
+                                   "--force REASON overrides it and the registry records the reason. The version "
+                                   "it replaces is tagged retired; both stay in the registry, unchanged.")
     p.add_argument("--model", required=True, metavar="URI", help="the version, e.g. models:/portprint/3 or "
                                                                  "models:/portprint@candidate")
     _registry(p)
+    p.add_argument("--warehouse", metavar="DIR",
+                   help="the warehouse the champion scores into: the candidate is scored on the champion's last "
+                        "scored dates there (the archive each date came from, as `runs` records it) and its alert "
+                        "volume compared (required once there is a champion)")
+    p.add_argument("--labels", metavar="LABELS",
+                   help="a labelled set (flow_id,label Parquet or CSV): evaluate the candidate on it, bounded to its "
+                        "dates, and refuse when the goals are not met")
+    p.add_argument("--flows", metavar="ARCHIVE", help="the archive holding the labelled flows (with --labels)")
+    p.add_argument("--force", metavar="REASON",
+                   help="promote even though a check fails; the reason and the failed checks are recorded on the "
+                        "version in the registry")
     _common(p)
 
     p = sub.add_parser("sql", help="run Spark SQL over the anomalies, runs and anomaly_patterns tables",
@@ -260,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from portprint.conf.config import ConfigError, load_config
     from portprint.jobs.archive.plan import ArchiveError
     from portprint.jobs.engine.session import EnvironmentProblem
+    from portprint.jobs.warehouse.lock import WarehouseError
     from portprint.models.artifact import ModelError
 
     try:
@@ -270,8 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(args)
         if args.command == "threshold":
             return _threshold(cfg, args)
-        if args.command == "promote":
-            return _promote(cfg, args)
+        if args.command == "promote" and args.warehouse is None and args.labels is None:
+            return _promote(None, cfg, args)
         if args.command == "sql" and not args.write:
             from portprint.jobs.engine.readonly import refusal
 
@@ -287,9 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             retention_hours(cfg, args.retain_days)  # refused before Spark starts
         handlers = {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate, "triage": _triage,
-                    "suppress": _suppress, "report": _report, "export": _export, "maintain": _maintain}
+                    "suppress": _suppress, "report": _report, "export": _export, "maintain": _maintain,
+                    "promote": _promote}
         return handlers[args.command](spark, cfg, args)
-    except (ArchiveError, ConfigError, EnvironmentProblem, ModelError, ValueError) as exc:
+    except (ArchiveError, ConfigError, EnvironmentProblem, ModelError, ValueError, WarehouseError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         return _fail("interrupted; tables are as the last completed commit left them")
@@ -354,10 +380,18 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
 
     model = model_folder(cfg, args.model, args.registry)
     r = run_score(spark, cfg, args.flows, model, args.warehouse, args.start, args.end, new_only=args.new_only,
-                  chunk_days=args.chunk_days)
+                  rescore=args.rescore, dry_run=args.dry_run, chunk_days=args.chunk_days)
+    if r.dry_run:
+        from portprint.jobs.warehouse.history import refusal
+
+        for x in r.decisions:
+            print(f"{x.date}  {'score' if x.score else 'skip '}  {x.reason:<13}  {x.detail}")
+        print(f"dry run: {len(r.dates)} date(s) to score in {r.chunks} chunk(s), {len(r.skipped_dates)} to skip, "
+              f"with model {r.model_version}; nothing was written")
+        problem = None if args.new_only or args.rescore else refusal(r.decisions)
+        return _fail(f"without --dry-run: {problem}") if problem else 0
     if not r.dates:
-        print(f"nothing to score: all {len(r.skipped_dates)} date(s) in range are scored with model "
-              f"{r.model_version} and unchanged")
+        print(f"nothing to score: all {len(r.skipped_dates)} date(s) in range are scored and their files unchanged")
         return 0
     rate = r.flows_scored / r.seconds if r.seconds else 0.0
     print(f"run {r.run_id}: {len(r.dates)} date(s), {r.flows_read} flows read, {r.flows_scored} port-53 flows "
@@ -406,14 +440,25 @@ def _registered(cfg, reg, store: str | None, model_dir: str) -> None:
           f"`portprint promote --model {reg.uri}{flag}`")
 
 
-def _promote(cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.engine.lifecycle import open_registry
+def _promote(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.promotion import run_promote
 
-    new, before = open_registry(cfg, args.registry).promote(args.model)
+    if args.labels and not args.flows:
+        return _fail("--labels needs --flows, the archive holding the labelled flows")
+    if args.force is not None and not args.force.strip():
+        return _fail("--force needs a reason, e.g. --force 'alert volume reviewed by J. Doe, ticket SEC-42'")
+    r = run_promote(spark, cfg, args.model, args.registry, warehouse=args.warehouse, labels=args.labels,
+                    flows=args.flows, force=args.force)
+    for check in r.checks:
+        print(check.line())
+    if not r.promoted:
+        return _fail(r.refusal)
+    new, before = r.promoted
     was = f"; it replaces version {before.version} (model {before.model_version})" if before else ""
     if before is not None and before.version == new.version:
         was = "; it already was"
-    print(f"{new.uri} (model {new.model_version}) is the champion{was}")
+    forced = f" (forced: {args.force})" if r.forced else ""
+    print(f"{new.uri} (model {new.model_version}) is the champion{was}{forced}")
     return 0
 
 

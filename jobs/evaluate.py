@@ -59,6 +59,7 @@ class Scored:
     pair: np.ndarray | None = None  # flagged by pair escalation (udfs/escalate.py); None when it is off
     model: np.ndarray | None = None
     qmodel: np.ndarray | None = None
+    dates: tuple[str, ...] = ()  # the archive dates scored
 
     @property
     def flagged(self) -> np.ndarray:
@@ -70,7 +71,8 @@ class Scored:
 
 
 def read_labels(path: str) -> pa.Table:
-    """flow_id,label (and category, if present) from Parquet or CSV."""
+    """flow_id,label (and category, if present) from Parquet or CSV, with each flow's date (YYYY-MM-DD) from a
+    `date` or `ts` column (null when the file has neither)."""
     if not os.path.exists(path):
         raise ArchiveError(f"labels file {path} does not exist")
     try:
@@ -84,19 +86,41 @@ def read_labels(path: str) -> pa.Table:
     category = (pc.fill_null(table["category"].cast(pa.string()), "") if "category" in table.column_names
                 else pa.array([""] * table.num_rows, pa.string()))
     table = pa.table({"flow_id": table["flow_id"].cast(pa.string()), "label": table["label"].cast(pa.string()),
-                      "category": category})
+                      "category": category, "date": _dates_of(table)})
     if pc.count_distinct(table["flow_id"]).as_py() != table.num_rows:
         raise ArchiveError(f"labels {path} name some flow_id more than once; give each flow one label")
     return table
 
 
+def _dates_of(table: pa.Table) -> pa.Array:
+    if "date" in table.column_names:
+        return table["date"].cast(pa.string())
+    if "ts" in table.column_names and pa.types.is_timestamp(table["ts"].type):
+        return pc.strftime(table["ts"], "%Y-%m-%d")
+    return pa.nulls(table.num_rows, pa.string())
+
+
+def labelled_dates(labels: pa.Table) -> list[str] | None:
+    """The dates the labelled flows fall on, when every label has one (read_labels); else None."""
+    if "date" not in labels.column_names or labels.num_rows == 0 or labels["date"].null_count:
+        return None
+    return sorted(set(labels["date"].to_pylist()))
+
+
 def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Table, model_dir: str,
-                   start: str | None, end: str | None) -> tuple[Scored, object]:
+                   start: str | None, end: str | None, dates: list[str] | None = None) -> tuple[Scored, object]:
     """Score the archive's in-scope flows exactly as `score` does (the same Source, Detect and Escalate), keep
     every flow's losses, and join the labels. Pair escalation judges a pair's whole day, so every in-scope flow
-    of the range is scored, labelled or not."""
+    of the range (or of ``dates``) is scored, labelled or not."""
     art = load_model(model_dir)
-    source = open_source(spark, cfg, flows, start, end)
+    if dates is not None:
+        from portprint.jobs.archive.plan import is_remote, list_dates
+
+        present = set(dates) if is_remote(flows) else set(list_dates(flows, cfg.archive.columns.date))
+        dates = [d for d in dates if d in present]
+        if not dates:
+            raise ArchiveError(f"none of the labelled flows' dates is in {flows}: pass the archive that holds them")
+    source = open_source(spark, cfg, flows, start, end, dates)
     with tempfile.TemporaryDirectory(prefix="portprint-evaluate-") as tmp:
         stage = Stage(spark, os.path.join(tmp, "stage"))
         pipeline.detect(source, art, cfg, "evaluate", 0, stage, scores=True)
@@ -115,14 +139,14 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
                     table["category"].to_numpy(zero_copy_only=False).astype(str),
                     # Pair escalation adds only flows no per-flow detector flagged, as in `score`.
                     table["_pair"].to_numpy(zero_copy_only=False) if pairs_on(art, cfg) else None,
-                    (fired & 2) > 0, (fired & 4) > 0 if art.has_qname else None)
+                    (fired & 2) > 0, (fired & 4) > 0 if art.has_qname else None, tuple(source.plan.dates))
     return result, art
 
 
 def _skipped(spark: SparkSession, cfg: Config, plan, labels: pa.Table) -> dict[str, int]:
     """Why labelled flows were not scored: outside the archive's range, out of scope, or without a payload."""
     cols = cfg.archive.columns
-    raw = read_archive(spark, plan, cols)
+    raw = read_archive(spark, plan, cols, cfg.archive.prefix_encoding)
     if raw is None:
         return {"not_in_archive_range": labels.num_rows, "filtered_port": 0, "no_payload": 0}
     flows_df = canonical(raw, cols, cfg.archive.prefix_encoding)
@@ -334,13 +358,16 @@ def write_report(ev: dict, s: Scored, out: str) -> str:
 def run_evaluate(spark: SparkSession, cfg: Config, flows: str, labels_path: str, model_dir: str,
                  start: str | None = None, end: str | None = None, out: str | None = None,
                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
-    """Score labelled flows and report per-label rates, FPR, recall, ROC-AUC and thresholds."""
+    """Score labelled flows and report per-label rates, FPR, recall, ROC-AUC and thresholds. Without ``start`` and
+    ``end``, only the dates the labelled flows fall on are scored (when the labels carry a date or ts column)."""
     labels = read_labels(labels_path)
-    s, art = score_labelled(spark, cfg, flows, labels, model_dir, start, end)
+    dates = labelled_dates(labels) if start is None and end is None else None
+    s, art = score_labelled(spark, cfg, flows, labels, model_dir, start, end, dates)
     if not (s.label == BENIGN).any():
         raise ArchiveError(f"no flow labelled '{BENIGN}' among the scored flows: the false-positive rate needs them")
     ev = metrics(s, art.meta.threshold, art.meta.qname.get("threshold") if art.has_qname else None)
     ev["model_version"] = art.meta.model_version
+    ev["dates"] = list(s.dates)
     ev["unscored_labels"] = [lab for lab in NOT_SCORED if lab in set(labels["label"].to_pylist())]
     if out:
         ev["report"] = write_report(ev, s, out)

@@ -1,20 +1,17 @@
-"""`portprint score`, the nightly job: source → detect → escalate → sink, chunk by chunk, with progress and a
-`runs` row per date. Called by jobs/cli.py and by Databricks wheel tasks.
-
-Each chunk of dates is read by the Source (jobs/archive/), detected and escalated (jobs/engine/pipeline.py, which
-runs udfs/detect.py and udfs/escalate.py on Spark), then committed by the Sink (jobs/warehouse/): its dates in
-`anomalies` replaced in one Delta commit, folded into `anomaly_patterns`, and logged in `runs`.
+"""`portprint score`, the nightly job: Source → Detect → Escalate → Sink, chunk by chunk, with `runs` rows per date.
+Which dates: jobs/warehouse/history.py (new, late-written, failed, half-finished, settings changed; history only
+with ``rescore``). Stages run in jobs/engine/pipeline.py; the Sink (jobs/warehouse/) commits under its lock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from pyspark.sql import SparkSession
 
@@ -22,7 +19,7 @@ from portprint.conf.config import Config
 from portprint.jobs.archive import Source, open_source
 from portprint.jobs.engine import pipeline
 from portprint.jobs.suppress import rules_at
-from portprint.jobs.warehouse import Warehouse
+from portprint.jobs.warehouse import Warehouse, full_disk, history
 from portprint.models.artifact import ModelArtifact
 from portprint.udfs.detect import pairs_on
 from portprint.udfs.scoring import load_model
@@ -44,62 +41,92 @@ class ScoreReport:
     model_version: str
     skipped_dates: list[str] = field(default_factory=list)  # already scored (with --new-only)
     chunks: int = 0
+    decisions: list[history.Decision] = field(default_factory=list)
+    dry_run: bool = False
+    stale_staging: list[str] = field(default_factory=list)  # staging of killed runs, removed at the start
 
 
 def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, warehouse: str,
-              start: str | None = None, end: str | None = None, *, new_only: bool = False,
-              chunk_days: int | None = None,
+              start: str | None = None, end: str | None = None, *, new_only: bool = False, rescore: bool = False,
+              dry_run: bool = False, chunk_days: int | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> ScoreReport:
-    """Score the archive dates in [start, end], chunk by chunk. With new_only, dates that already have a
-    successful run with this model and an unchanged archive snapshot are skipped: a nightly job scores what is
-    new or late, and a stopped backfill resumes."""
+    """Score the archive dates in [start, end] not done yet (history.plan_dates). A date scored by any model is
+    history: ``new_only`` skips it, ``rescore`` (with ``start`` and ``end``) replaces it on purpose, a plain run
+    refuses (history.AlreadyScored). ``dry_run`` decides, writes nothing, and returns the decisions."""
     t0 = time.monotonic()
+    if new_only and rescore:
+        raise ValueError("--new-only and --rescore contradict each other: --new-only skips scored dates, "
+                         "--rescore replaces them")
+    if rescore and (start is None or end is None):
+        raise ValueError("--rescore replaces history: name the dates with both --start and --end")
     art = load_model(model_dir)
     source = open_source(spark, cfg, flows, start, end)
-    sink = Warehouse(spark, cfg, warehouse)
-    rules = rules_at(spark, cfg, warehouse)  # in force when the run starts; an expired rule stops applying
+    sink = Warehouse(spark, cfg, warehouse, create=not dry_run)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
-    # Fingerprint each date once, before reading it: `runs` records what this run saw, even if files land
-    # while it works (a later --new-only run then scores the date again).
+    # Each date's fingerprint before reading it: files landing meanwhile make the date late-written.
     snapshots = {d: source.plan.snapshot(d) for d in source.plan.dates}
-    todo = list(source.plan.dates)
-    if new_only:
-        done = sink.scored(art.meta.model_version)
-        todo = [d for d in todo if done.get(d) != snapshots[d]]
-    skipped = [d for d in source.plan.dates if d not in todo]
+    settings = pipeline.escalation_settings(cfg)
+    states = history.date_states(sink.history(), snapshots, history.settings_hash(settings))
+    decisions = history.plan_dates(states, list(source.plan.dates), new_only=new_only, rescore=rescore)
+    todo = [x.date for x in decisions if x.score]
+    skipped = [x.date for x in decisions if not x.score]
     size = chunk_days or cfg.output.chunk_days
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    report = partial(ScoreReport, run_id, todo, sink.writer, anomalies_table=sink.tables.anomalies,
+                     runs_table=sink.tables.runs, model_version=art.meta.model_version, skipped_dates=skipped,
+                     chunks=len(chunks), decisions=decisions)
+    if dry_run:
+        return report(0, 0, 0, 0, time.monotonic() - t0, dry_run=True)
+    if not new_only and not rescore and skipped:
+        raise history.AlreadyScored(history.refusal(decisions))
+    reasons = {x.date: x.reason for x in decisions}
+    rules = rules_at(spark, cfg, warehouse)  # in force when the run starts; an expired rule stops applying
     log(f"portprint score: run {run_id}: {len(todo)} date(s) to score in {len(chunks)} chunk(s)"
         + (f", {len(skipped)} already scored" if skipped else "")
         + f"; model {art.meta.model_version} (threshold {art.meta.threshold:.4g}); writer {sink.writer}")
     if cfg.pairs.enabled and art.has_qname and not pairs_on(art, cfg):
         log(f"portprint score: model {art.meta.model_version} predates pair escalation (no odd_threshold): scoring "
             "without it; retrain with `portprint train` to turn it on")
+    try:
+        return _run_chunks(sink, source, art, cfg, chunks, report, flows, run_id, snapshots, rules, reasons, t0, log)
+    except Exception as exc:
+        if (full := full_disk(exc, warehouse)) is not None:
+            raise full from None
+        raise
+
+
+def _run_chunks(sink: Warehouse, source: Source, art: ModelArtifact, cfg: Config, chunks: list[list[str]],
+                report: Callable[..., ScoreReport], flows: str, run_id: str, snapshots: dict[str, str],
+                rules: list[Rule], reasons: dict[str, str], t0: float, log: Callable[[str], None]) -> ScoreReport:
+    """The chunks one after the other, each committed or logged as failed; the report of them all."""
     rows: list[dict] = []
-    for k, chunk in enumerate(chunks):
-        c0, started = time.monotonic(), dt.datetime.now(dt.timezone.utc)
-        base = {"run_id": run_id, "threshold": art.meta.threshold, "model_version": art.meta.model_version,
-                "writer": sink.writer, "started_at": started, "archive": flows, "chunk": k}
-        try:
-            chunk_rows = _score_chunk(source.subset(chunk), art, cfg, sink, run_id, started, base, snapshots, rules)
-        except BaseException as exc:
-            # Earlier chunks stay committed; this one's dates are logged as failed and left as they were.
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            error = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-            with contextlib.suppress(Exception):  # the original failure matters more than its log row
-                sink.log([base | {"date": d, "status": status, "seconds": time.monotonic() - c0,
-                                  "archive_snapshot": snapshots[d], "error": error} for d in chunk])
-            raise
-        rows += chunk_rows
-        _progress(log, chunk, chunk_rows, rows, len(todo), t0, time.monotonic() - c0)
-    return ScoreReport(run_id, todo, sink.writer, sum(r["flows_read"] for r in rows),
-                       sum(r["flows_scored"] for r in rows), sum(r["flows_skipped"] for r in rows),
-                       sum(r["anomalies"] for r in rows), time.monotonic() - t0, sink.tables.anomalies,
-                       sink.tables.runs, art.meta.model_version, skipped, len(chunks))
+    total, settings = sum(len(c) for c in chunks), pipeline.escalation_settings(cfg)
+    with sink.run(run_id, log) as stale:
+        for k, chunk in enumerate(chunks):
+            c0, started = time.monotonic(), dt.datetime.now(dt.timezone.utc)
+            base = {"run_id": run_id, "threshold": art.meta.threshold, "model_version": art.meta.model_version,
+                    "writer": sink.writer, "started_at": started, "archive": flows, "chunk": k,
+                    "escalation": settings, "escalation_hash": history.settings_hash(settings)}
+            sink.committed = []
+            try:
+                chunk_rows = _score_chunk(source.subset(chunk), art, cfg, sink, run_id, started, base, snapshots,
+                                          rules, reasons, log)
+            except BaseException as exc:  # earlier chunks stay; this one's dates are logged as failed
+                full = sink.log_failure(exc, [base | {"date": d, "seconds": time.monotonic() - c0, "reason": reasons[d],
+                                                      "archive_snapshot": snapshots[d]} for d in chunk], log)
+                if full is not None:
+                    raise full from None
+                raise
+            rows += chunk_rows
+            pipeline.progress(log, chunk, chunk_rows, rows, total, t0, time.monotonic() - c0)
+    return report(sum(r["flows_read"] for r in rows), sum(r["flows_scored"] for r in rows),
+                  sum(r["flows_skipped"] for r in rows), sum(r["anomalies"] for r in rows), time.monotonic() - t0,
+                  stale_staging=stale)
 
 
 def _score_chunk(source: Source, art: ModelArtifact, cfg: Config, sink: Warehouse, run_id: str,
-                 started: dt.datetime, base: dict, snapshots: dict[str, str], rules: list[Rule]) -> list[dict]:
+                 started: dt.datetime, base: dict, snapshots: dict[str, str], rules: list[Rule],
+                 reasons: dict[str, str], log: Callable[[str], None]) -> list[dict]:
     """Source → detect → escalate → sink for one chunk of dates; its `runs` rows (``base`` holds the run's fields)."""
     c0 = time.monotonic()
     scored_at_us = int(started.timestamp()) * 1_000_000 + started.microsecond
@@ -109,24 +136,14 @@ def _score_chunk(source: Source, art: ModelArtifact, cfg: Config, sink: Warehous
         pairs = pipeline.escalate(source, art, cfg, run_id, scored_at_us, stage, rules)
         escalated = pairs["date"].to_pylist()
         counts, hits = pipeline.chunk_counts(stage, source, dates)
+        pipeline.say_repeated_ids(stage, log)
         rows = [base | {"date": d, "archive_snapshot": snapshots[d], "status": "succeeded", "error": None,
                         "flows_read": c["flows_read"], "flows_scored": c["_scoped"] - c["_skipped"],
                         "flows_skipped": c["_skipped"],
                         "anomalies": c["_flagged"], "model_flagged": c["_model"], "rule_flagged": c["_rule"],
                         "qname_flagged": c["_qname"], "pairs_escalated": escalated.count(d),
-                        "suppressed": c["suppressed"], "seconds": time.monotonic() - c0}
+                        "suppressed": c["suppressed"], "seconds": time.monotonic() - c0, "reason": reasons[d]}
                 for d, c in counts.items()]
-        sink.commit(stage, dates, rows, [h | {"run_id": run_id} for h in hits])
+        sink.commit(stage, dates, rows, [h | {"run_id": run_id} for h in hits],
+                    rebuild_patterns=any(reasons[d] == history.HALF for d in dates), log=log)
     return rows
-
-
-def _progress(log: Callable[[str], None], chunk: list[str], chunk_rows: list[dict], rows: list[dict], total: int,
-              t0: float, seconds: float) -> None:
-    done = len(rows)
-    elapsed = time.monotonic() - t0
-    rate = sum(r["flows_scored"] for r in rows) / max(elapsed, 1e-9)
-    escalated = sum(r["pairs_escalated"] for r in chunk_rows)
-    log(f"portprint score: [{done}/{total} dates] {chunk[0]}..{chunk[-1]}: "
-        f"{sum(r['flows_scored'] for r in chunk_rows):,} flows scored, {sum(r['anomalies'] for r in chunk_rows)} "
-        f"anomalies" + (f" ({escalated} client-server pairs escalated)" if escalated else "")
-        + f", {seconds:.1f}s; {rate:,.0f} flows/s overall, ETA {elapsed / done * (total - done):.0f}s")

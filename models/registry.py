@@ -255,6 +255,13 @@ class Registry:
             self.client.set_model_version_tag(before.name, before.version, TAG_STAGE, "retired")
         return self.get(reg.uri), before
 
+    @_one_line
+    def tag(self, ref: str, tags: dict[str, str]) -> None:
+        """Set tags on a registered version (promote records its checks, and a forced promotion's reason)."""
+        reg = self.get(ref)
+        for k, v in tags.items():
+            self.client.set_model_version_tag(reg.name, reg.version, k, str(v)[:5000])
+
     # ------------------------------------------------------------------------------------------ reads
     @_one_line
     def get(self, ref: str) -> Registered:

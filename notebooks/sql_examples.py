@@ -128,7 +128,7 @@ LIMIT 100
 display(spark.sql("""
 SELECT date, status, run_id, model_version, flows_read, flows_scored, flows_skipped, anomalies,
        round(flows_scored / nullif(seconds, 0)) AS flows_per_second, started_at
-FROM (SELECT *, row_number() OVER (PARTITION BY date ORDER BY started_at DESC) AS newest FROM runs)
+FROM (SELECT *, row_number() OVER (PARTITION BY date ORDER BY started_at DESC, logged_at DESC) AS newest FROM runs)
 WHERE newest = 1
 ORDER BY date DESC
 """))
@@ -137,7 +137,7 @@ ORDER BY date DESC
 
 display(spark.sql("""
 SELECT date, status, run_id, started_at
-FROM (SELECT *, row_number() OVER (PARTITION BY date ORDER BY started_at DESC) AS newest FROM runs)
+FROM (SELECT *, row_number() OVER (PARTITION BY date ORDER BY started_at DESC, logged_at DESC) AS newest FROM runs)
 WHERE newest = 1 AND status <> 'succeeded'
 ORDER BY date
 """))

@@ -65,7 +65,7 @@ def test_chunks_give_the_same_tables_as_one_pass(spark, cfg, archive, model, tmp
     assert ids[0] == ids[1]
     runs = table(many, "runs")
     assert sorted(runs["chunk"].to_pylist()) == list(range(len(DAYS)))
-    assert set(runs["status"].to_pylist()) == {"succeeded"}
+    assert set(runs["status"].to_pylist()) == {"committing", "succeeded"}
     p1 = table(one, "anomaly_patterns").sort_by("pattern").to_pylist()
     p2 = table(many, "anomaly_patterns").sort_by("pattern").to_pylist()
     assert p1 == p2
@@ -89,7 +89,7 @@ def test_patterns_match_the_anomalies_and_survive_reruns(spark, cfg, archive, mo
     wh = str(tmp_path)
     quiet(spark, cfg, archive, model, wh, chunk_days=2)
     before = table(wh, "anomaly_patterns").sort_by("pattern").to_pylist()
-    quiet(spark, cfg, archive, model, wh, start=DAYS[1], end=DAYS[2])  # rescore the middle dates
+    quiet(spark, cfg, archive, model, wh, start=DAYS[1], end=DAYS[2], rescore=True)  # rescore the middle dates
     after = table(wh, "anomaly_patterns").sort_by("pattern").to_pylist()
     assert after == before
     expected: dict[str, dict] = {}

@@ -396,3 +396,26 @@ def test_the_wheel_holds_the_package_conf_and_entry_point(tmp_path):
         ep = _task(job_name, key)[1]["python_wheel_task"]["entry_point"]
         target = re.escape(console_scripts()[ep])
         assert re.search(rf"^{re.escape(ep)}\s*=\s*{target}\s*$", text, re.M), text
+
+
+def test_the_weekly_job_trains_into_a_new_folder_and_promotes_with_checks():
+    """No model folder is edited in place, and the candidate becomes the champion only through `promote`, which
+    compares it with the champion on the warehouse nightly scoring writes (and checks the goals with labels)."""
+    job, _ = jobs()["portprint_train_weekly"]
+    by_key = {t["task_key"]: t for t in job["tasks"]}
+    params = {k: t.get("python_wheel_task", {}).get("parameters", []) for k, t in by_key.items()}
+    train = params["train"]
+    assert train[train.index("--model") + 1].endswith("/{{job.start_time.iso_date}}")
+    promotes = [k for k, p in params.items() if p[:1] == ["promote"]]
+    assert sorted(promotes) == ["promote", "promote_with_goals"]
+    nightly, _ = jobs()["portprint_score_nightly"]
+    (score,) = [t["python_wheel_task"]["parameters"] for t in nightly["tasks"]]
+    warehouse = score[score.index("--warehouse") + 1]
+    for k in promotes:
+        p = params[k]
+        assert p[p.index("--model") + 1].endswith("@candidate") and p[p.index("--warehouse") + 1] == warehouse
+        assert "--force" not in p
+    assert "--labels" in params["promote_with_goals"] and "--labels" not in params["promote"]
+    # Exactly one of the two runs: without labels after the condition's false branch, with them after evaluate.
+    assert by_key["promote"]["depends_on"] == [{"task_key": "has_labels", "outcome": "false"}]
+    assert by_key["promote_with_goals"]["depends_on"] == [{"task_key": "evaluate"}]

@@ -154,9 +154,9 @@ def test_verdicts_survive_a_rescore_and_a_chunked_backfill(spark, cfg, archive, 
     wh = scored["wh"]
     before = view_status(spark, cfg, wh)
     runs_before = {r["run_id"] for r in rows(wh, "runs")}
-    quiet(spark, cfg, archive, model, wh, start=DAYS[1], end=DAYS[2])   # a rescore of two dates
+    quiet(spark, cfg, archive, model, wh, start=DAYS[1], end=DAYS[2], rescore=True)   # a rescore of two dates
     assert view_status(spark, cfg, wh) == before
-    quiet(spark, cfg, archive, model, wh, chunk_days=1)                 # a backfill, one date per chunk
+    quiet(spark, cfg, archive, model, wh, start=DAYS[0], end=DAYS[-1], rescore=True, chunk_days=1)  # one per chunk
     assert view_status(spark, cfg, wh) == before
     assert len({r["run_id"] for r in rows(wh, "anomalies")} - runs_before) >= 1  # the rows are new ones
 
@@ -255,7 +255,7 @@ def test_each_anomaly_is_exported_once_whatever_the_reruns(spark, cfg, archive, 
     assert d["event"]["kind"] == "alert" and d["rule"]["name"] in ("header-rule", "header-model", "qname-pair")
     assert {"ip", "port"} <= set(d["source"]) and d["network"]["transport"] in ("tcp", "udp")
     assert run_export(spark, cfg, wh, "jsonl", out).rows == 0          # a second export is empty
-    quiet(spark, cfg, archive, model, wh, start=DAYS[0], end=DAYS[1])  # a rescore: same anomalies, new run_id
+    quiet(spark, cfg, archive, model, wh, start=DAYS[0], end=DAYS[1], rescore=True)  # same anomalies, new run_id
     assert run_export(spark, cfg, wh, "jsonl", out).rows == 0
     left = run_export(spark, cfg, wh, "jsonl", out, include_all=True)  # --all: the benign ones too, once
     assert left.rows == first.left_out
@@ -313,7 +313,7 @@ def test_a_benign_pattern_stops_firing_after_retraining_with_the_feedback(spark,
     fb = report.flows_used["benign_feedback"]
     assert fb["marked_benign"] == n_marked and fb["added"] == n_marked and fb["not_in_archive"] == 0
     assert f"**{n_marked} flows** people marked benign" in Path(model2, "MODEL_CARD.md").read_text()
-    quiet(spark, cfg, archive, model2, wh)
+    quiet(spark, cfg, archive, model2, wh, start=DAYS[0], end=DAYS[-1], rescore=True)  # history, on purpose
     after_rows = rows(wh, "anomalies")
     assert {a["model_version"] for a in after_rows} == {report.model_version}
     assert not [a for a in after_rows if reference_pattern(a) == pattern]

@@ -83,13 +83,14 @@ def test_rerun_replaces_rows_and_never_duplicates(spark, wcfg, archive, model, t
     wh = str(tmp_path)
     run_score(spark, wcfg, archive, model, wh, log=lambda m: None)
     first = read_anomalies(wh)
-    run_score(spark, wcfg, archive, model, wh, log=lambda m: None)
+    run_score(spark, wcfg, archive, model, wh, start=DAYS[0], end=DAYS[-1], rescore=True, log=lambda m: None)
     second = read_anomalies(wh)
     assert second.num_rows == first.num_rows
     assert sorted(second["flow_id"].to_pylist()) == sorted(first["flow_id"].to_pylist())
     assert len(set(second["run_id"].to_pylist())) == 1  # every row comes from the latest run
     runs = DeltaTable(os.path.join(wh, "runs")).to_pyarrow_table()
-    assert runs.num_rows == 2 * len(DAYS)  # the runs log keeps both runs
+    # The runs log keeps both runs: each date's `committing` row, then its `succeeded` row.
+    assert sorted(runs["status"].to_pylist()) == ["committing"] * 2 * len(DAYS) + ["succeeded"] * 2 * len(DAYS)
 
 
 def test_a_second_date_appends_without_touching_the_first(spark, cfg, archive, model, tmp_path):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 
 import pyarrow as pa
@@ -189,6 +188,7 @@ def test_a_table_an_older_portprint_wrote_takes_the_new_columns_without_rewritin
 
 def test_maintain_refuses_a_vacuum_shorter_than_time_travel_and_removes_dead_staging(spark, cfg, tmp_path):
     from portprint.jobs.warehouse import STAGING
+    from portprint.jobs.warehouse.lock import run_mark
     from portprint.jobs.warehouse.maintain import RetentionError, run_maintain
 
     wh = tmp_path / "wh"
@@ -196,9 +196,6 @@ def test_maintain_refuses_a_vacuum_shorter_than_time_travel_and_removes_dead_sta
     for folder in (dead, live):
         folder.mkdir(parents=True)
         pq.write_table(pa.table({"prefix_hex": ["deadbeef"]}), folder / "part-0.parquet")
-    long_ago = time.time() - (cfg.maintain.staging_max_age_hours + 1) * 3600
-    os.utime(dead / "part-0.parquet", (long_ago, long_ago))
-    os.utime(dead, (long_ago, long_ago))
     floor = cfg.maintain.time_travel_days
     with pytest.raises(RetentionError, match="time_travel_days"):
         run_maintain(spark, cfg, str(wh), retain_days=floor - 1, log=lambda m: None)
@@ -207,7 +204,8 @@ def test_maintain_refuses_a_vacuum_shorter_than_time_travel_and_removes_dead_sta
     table = wh / cfg.output.runs
     for i in range(3):
         write_deltalake(str(table), pa.table({"run_id": [f"r{i}"], "date": [DATES[0]]}), mode="append")
-    report = run_maintain(spark, cfg, str(wh), log=lambda m: None)
+    with run_mark(str(wh), "run-live"):  # a run in progress holds its staging's mark
+        report = run_maintain(spark, cfg, str(wh), log=lambda m: None)
     assert report.retain_hours == floor * 24
     assert report.staging_removed == [str(dead)]
     assert not dead.exists() and live.exists()

@@ -20,6 +20,10 @@ import pyarrow as pa
 from portprint.conf.config import Columns, S3Conf
 from portprint.jobs.engine import storage
 
+# The contract keeps the first 64 bytes of each flow's payload; longer prefixes are cut to this as they are read, so
+# the models judge what they were built for and the tables' prefix columns stay bounded.
+PREFIX_BYTES = 64
+
 
 class ArchiveError(ValueError):
     """The flow archive cannot be read as asked; the message names the path and what to do."""

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
 from portprint.conf.config import Config
-from portprint.jobs.archive.plan import ArchivePlan, is_remote
+from portprint.jobs.archive.plan import PREFIX_BYTES, ArchivePlan, is_remote
 from portprint.udfs.detect import has_payload, in_scope
 from portprint.udfs.schemas import FLOW_COLUMNS, FLOW_TYPES, FLOWS_IN, spark_schema
 
@@ -62,6 +62,9 @@ class Reader:
         if rows is not None:
             raw = raw.filter(rows)
         t = pa.table({c: raw.column(self.names[c]).cast(FLOW_TYPES[c]) for c in columns})
+        if "orig_payload_prefix" in columns:
+            cut = pc.binary_slice(t["orig_payload_prefix"], 0, PREFIX_BYTES)
+            t = t.set_column(t.schema.get_field_index("orig_payload_prefix"), "orig_payload_prefix", cut)
         return t.append_column("date", pa.array([date] * t.num_rows, pa.string()))
 
     def scoped(self, path: str, rg: int, date: str, rows: pa.Array | None = None) -> pa.Table:

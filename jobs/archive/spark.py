@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
 
 from portprint.conf.config import Columns, Config, ScopeConf
 from portprint.jobs.archive.delta_table import is_catalog_name
-from portprint.jobs.archive.plan import ArchivePlan
+from portprint.jobs.archive.plan import PREFIX_BYTES, ArchivePlan
 from portprint.udfs.schemas import FLOW_COLUMNS, FLOWS_IN, spark_schema
 
 
@@ -22,6 +23,7 @@ def canonical(df: DataFrame, cols: Columns, prefix_encoding: str) -> DataFrame:
     if prefix_encoding == "hex":
         # unhex gives NULL for malformed hex: such a flow is then skipped and counted, not guessed at.
         prefix = F.unhex(F.regexp_replace(prefix, r"[\s:]", ""))
+    prefix = F.substring(prefix, 1, PREFIX_BYTES)
     return df.select(
         F.col(cols.flow_id).cast("string").alias("flow_id"),
         F.col(cols.ts).alias("ts"),
@@ -45,9 +47,20 @@ def scope_condition(scope: ScopeConf) -> Column:
     return F.coalesce(F.col("proto").isin(list(scope.protocols)) & side, F.lit(False))
 
 
-def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataFrame | None:
+def _read_schema(cols: Columns, prefix_string: bool) -> StructType:
+    """The archive columns portprint reads, each at the widest type the contract allows."""
+    types = [(cols.flow_id, StringType()), (cols.ts, TimestampType()), (cols.src_ip, StringType()),
+             (cols.dst_ip, StringType()), (cols.src_port, LongType()), (cols.dst_port, LongType()),
+             (cols.proto, LongType()), (cols.orig_payload_prefix, StringType() if prefix_string else BinaryType()),
+             (cols.orig_bytes, LongType()), (cols.date, StringType())]
+    return StructType([StructField(name, t) for name, t in types])
+
+
+def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns, prefix_encoding: str = "binary"
+                 ) -> DataFrame | None:
     """Read the planned files (what was listed and fingerprinted), or, for a Delta table read by Spark's Delta
     reader, the planned dates of it; None if there is nothing to read."""
+    prefix_string = prefix_encoding == "hex"
     needed = [cols.flow_id, cols.ts, cols.src_ip, cols.dst_ip, cols.src_port, cols.dst_port, cols.proto,
               cols.orig_payload_prefix, cols.orig_bytes]
     if plan.delta is not None:
@@ -57,10 +70,13 @@ def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataF
         df = spark.read.table(t) if is_catalog_name(t) else spark.read.format("delta").load(t)
         # The partition filter prunes to the planned dates' files.
         return df.where(F.col(cols.date).cast("string").isin(list(plan.dates))).select(*needed, cols.date)
+    # The widest type of each column, given rather than inferred from one file: files of one date may differ
+    # (int32 or int64 ports, a timestamp with or without a zone; Parquet readers widen but never narrow).
+    reader = spark.read.option("basePath", plan.root).schema(_read_schema(cols, prefix_string))
     paths = plan.all_files()
     if not paths:
         return None
-    return spark.read.option("basePath", plan.root).parquet(*paths).select(*needed, cols.date)
+    return reader.parquet(*paths).select(*needed, cols.date)
 
 
 class SparkSource:
@@ -75,7 +91,7 @@ class SparkSource:
 
     def _scoped(self, observe: bool) -> DataFrame | None:
         cols = self.cfg.archive.columns
-        raw = read_archive(self.spark, self.plan, cols)
+        raw = read_archive(self.spark, self.plan, cols, self.cfg.archive.prefix_encoding)
         if raw is None:
             return None
         df = canonical(raw, cols, self.cfg.archive.prefix_encoding)

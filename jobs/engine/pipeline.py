@@ -8,8 +8,11 @@ SparkContext, so Spark Connect works).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +21,7 @@ from pyspark.sql import functions as F
 from portprint.conf.config import Config
 from portprint.jobs.archive import ArchiveError, Source
 from portprint.jobs.archive.rowgroups import READ_FAILED
+from portprint.jobs.engine.faults import killing_worker_once
 from portprint.jobs.warehouse import Stage, counts_by_date
 from portprint.models.artifact import ModelArtifact
 from portprint.udfs import escalate as esc
@@ -74,7 +78,8 @@ def detect(source: Source, art: ModelArtifact, cfg: Config, run_id: str, scored_
     """Detect over every in-scope flow of the source's dates, into the stage (one Spark job: the models run
     once per flow, and only anomalies, counts and evidence come back). Anomalies that a suppression rule in
     ``rules`` matches are counted, not staged."""
-    out = source.run(detect_tables(art, cfg, run_id, scored_at_us, scores=scores, rules=rules), OUT)
+    out = source.run(killing_worker_once(detect_tables(art, cfg, run_id, scored_at_us, scores=scores, rules=rules)),
+                     OUT)
     if out is not None:
         _write(stage, out, source.plan.root)
 
@@ -133,3 +138,34 @@ def chunk_counts(stage: Stage, source: Source, dates: list[str]) -> tuple[dict[s
         c["flows_read"] = int(read.get(d, 0))
         c["suppressed"] = sum(h["flows"] for h in hits if h["date"] == d)
     return counts, hits
+
+
+def say_repeated_ids(stage: Stage, log: Callable[[str], None]) -> None:
+    """Anomalies whose flow_id another archive row of the date repeats: kept (every row is a flow) and said."""
+    ids = stage.table((ANOMALY,), ["date", "flow_id"])
+    if ids.num_rows == 0:
+        return
+    per = ids.group_by(["date", "flow_id"], use_threads=False).aggregate([("flow_id", "count")])
+    rep = per.filter(pc.greater(per["flow_id_count"], 1))
+    for d in sorted(set(rep["date"].to_pylist())):
+        n = pc.sum(rep.filter(pc.equal(rep["date"], d))["flow_id_count"]).as_py()
+        log(f"portprint score: {d}: {n} anomalies share a flow_id with another row of the date (the archive repeats "
+            "flow ids, e.g. a file copied twice): each row is kept, and a verdict on such an id covers them all")
+
+
+def progress(log: Callable[[str], None], chunk: list[str], chunk_rows: list[dict], rows: list[dict], total: int,
+              t0: float, seconds: float) -> None:
+    done = len(rows)
+    elapsed = time.monotonic() - t0
+    rate = sum(r["flows_scored"] for r in rows) / max(elapsed, 1e-9)
+    escalated = sum(r["pairs_escalated"] for r in chunk_rows)
+    log(f"portprint score: [{done}/{total} dates] {chunk[0]}..{chunk[-1]}: "
+        f"{sum(r['flows_scored'] for r in chunk_rows):,} flows scored, {sum(r['anomalies'] for r in chunk_rows)} "
+        f"anomalies" + (f" ({escalated} client-server pairs escalated)" if escalated else "")
+        + f", {seconds:.1f}s; {rate:,.0f} flows/s overall, ETA {elapsed / done * (total - done):.0f}s")
+
+
+def escalation_settings(cfg: Config) -> str:
+    """The escalation settings in force, as canonical JSON: recorded in each `runs` row (with its hash), and a
+    change to them makes `score --new-only` score the dates again (jobs/warehouse/history.py)."""
+    return json.dumps({"pairs": dataclasses.asdict(cfg.pairs)}, sort_keys=True, separators=(",", ":"))

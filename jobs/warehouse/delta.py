@@ -188,7 +188,7 @@ def append(spark: SparkSession, rows: pa.Table, table: str, writer: str, partiti
     by = ["date"] if partitioned else []
     if writer == SPARK:
         df = spark.createDataFrame(rows.to_pylist(), schema=spark_schema(rows.schema))
-        _save(df.write.format("delta").mode("append").partitionBy(*by), table)
+        _save(df.write.format("delta").mode("append").option("mergeSchema", "true").partitionBy(*by), table)
         return
     _write_rs(table, rows, mode="append", partition_by=by or None, schema_mode="merge")
 

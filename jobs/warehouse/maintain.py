@@ -77,7 +77,7 @@ def run_maintain(spark: SparkSession, cfg: Config, warehouse: str, retain_days: 
         log(f"portprint maintain: {table}: {up.files_removed} small files compacted into {up.files_added}"
             + (f" (Z-ORDER BY {', '.join(zorder)})" if zorder and up.files_added else "")
             + f", {up.vacuumed} unreferenced files older than {hours} h removed")
-    report.staging_removed = sink.remove_stale_staging(cfg.maintain.staging_max_age_hours)
+    report.staging_removed = sink.remove_stale_staging()
     for path in report.staging_removed:
         log(f"portprint maintain: removed the staging folder of a dead run: {path}")
     return report

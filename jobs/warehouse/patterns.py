@@ -10,9 +10,13 @@ rows, however the dates were chunked or rerun.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from portprint.jobs.engine.faults import fault
 from portprint.jobs.warehouse import delta as delta_io
 from portprint.jobs.warehouse.tables import PATTERN_DAYS, PATTERNS
 
@@ -67,27 +71,41 @@ def totals(days: DataFrame, keep: Column | None = None) -> DataFrame:
 
 
 def update_patterns(spark: SparkSession, anomalies: DataFrame, dates: list[str], names: tuple[str, str],
-                    writer: str) -> int:
+                    writer: str, rebuild: bool = False, committed: Callable[[str], None] = lambda table: None) -> int:
     """Fold one chunk's anomalies into the pattern tables; return how many patterns it touched.
 
     Two Spark jobs: the chunk's pattern x date rows (small: collected), then one aggregation over the
     table's rows plus the chunk's that gives the totals of every pattern the chunk touches, as they
     will be once the chunk's dates are replaced. Both tables are written after that, so a failure
-    before the writes changes neither.
+    before the writes changes neither; ``committed`` is told each table written.
+
+    ``rebuild``: a run stopped between the two writes left `anomaly_patterns` out of step with the days it
+    was aggregated from, for patterns this chunk may not touch: every pattern is then aggregated again, and
+    patterns no day holds any more are deleted.
     """
     days_table, patterns_table = names  # located by score.table_paths (paths or Unity Catalog names)
     days = pattern_days(anomalies).toArrow().select(PATTERN_DAYS.names).cast(PATTERN_DAYS)
     before = delta_io.read_table(spark, days_table, PATTERN_DAYS, writer)
     # Rows of the chunk's dates are replaced: they mark their patterns as touched (so a pattern whose
     # flows were all rescored away is deleted) but no longer count.
-    old = before.withColumn("_new", F.lit(False)).withColumn("_touch", F.col("date").isin(dates))
+    old = before.withColumn("_new", F.lit(False)).withColumn("_touch", F.col("date").isin(dates) | F.lit(rebuild))
     new = (spark.createDataFrame(days) if days.num_rows else spark.createDataFrame([], before.schema)).withColumns(
         {"_new": F.lit(True), "_touch": F.lit(True)})
     # Only the touched patterns' history is aggregated, not the whole table's (it grows every night).
     touched = old.where("_touch").select("pattern").unionByName(new.select("pattern"))
-    rows = (totals(old.join(touched, "pattern", "left_semi").unionByName(new), F.col("_new") | ~F.col("_touch"))
-            .toArrow())
+    keep = F.col("_new") | ~F.col("date").isin(dates)
+    rows = totals(old.join(touched, "pattern", "left_semi").unionByName(new), keep).toArrow()
+    if rebuild:
+        have = set(rows["pattern"].to_pylist())
+        current = delta_io.read_table(spark, patterns_table, PATTERNS, writer).select("pattern").toArrow()
+        gone = sorted(set(current["pattern"].to_pylist()) - have)
+        if gone:  # in anomaly_patterns but in no day: flows 0 deletes them
+            rows = pa.concat_tables([rows.select(PATTERNS.names).cast(PATTERNS), pa.Table.from_pylist(
+                [{"pattern": p, "flows": 0} for p in gone], schema=PATTERNS)])
+    fault("patterns:aggregated")
     delta_io.replace_dates(spark, days, days_table, PATTERN_DAYS, dates, writer)
+    committed(days_table)
     if rows.num_rows:
         delta_io.merge_upsert(spark, rows.select(PATTERNS.names).cast(PATTERNS), patterns_table, "pattern", writer)
+    committed(patterns_table)
     return rows.num_rows

@@ -13,7 +13,7 @@ __all__ = ["ANOMALIES", "EXPORTED", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS",
 RUNS = pa.schema([
     ("run_id", pa.string()),
     ("date", pa.string()),
-    ("status", pa.string()),
+    ("status", pa.string()),            # committing | succeeded | failed | interrupted
     ("flows_read", pa.int64()),
     ("flows_scored", pa.int64()),
     ("flows_skipped", pa.int64()),      # in scope but with no payload to judge (null or empty prefix)
@@ -32,6 +32,16 @@ RUNS = pa.schema([
     ("chunk", pa.int32()),              # which chunk of the run (backfills commit chunk by chunk)
     ("archive_snapshot", pa.string()),  # fingerprint of the date's files when scored
     ("error", pa.string()),             # why a failed chunk failed
+    # Why the date was scored: new, late-written (its files changed since), rescore (asked for), failed or
+    # half-finished (an earlier attempt did not finish), range (a plain `score` of dates not scored before).
+    ("reason", pa.string()),
+    # What this row's chunk committed, in order: anomalies, anomaly_patterns, anomaly_pattern_days,
+    # suppression_hits. A `committing` row (written just before the first commit) lists nothing: a chunk
+    # with a `committing` row and no later row of its run was stopped midway, and its dates are not done.
+    ("committed", pa.list_(pa.string())),
+    ("logged_at", TS),                  # when this row was written (orders a date's attempts)
+    ("escalation", pa.string()),        # the escalation settings in force (JSON; jobs/engine/pipeline.py)
+    ("escalation_hash", pa.string()),   # their hash: a change makes --new-only score the date again
 ])
 
 # Per pattern and date: the building block that makes anomaly_patterns rebuildable when dates are rescored.

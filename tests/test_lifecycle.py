@@ -1,0 +1,155 @@
+"""The model lifecycle as the nightly job meets it: a retrain does not make history new, rescoring is asked for,
+a dry run writes nothing, a change of escalation settings is new, and promotion refuses with its numbers. Real
+Spark, real Delta tables read back with delta-rs, a real MLflow store in a temporary folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+from mlflow import MlflowClient
+from nightly_fixtures import DAYS, table_rows, write_models
+
+from portprint.jobs.cli import main
+from portprint.jobs.promotion import run_promote
+from portprint.jobs.sample import write_sample
+from portprint.jobs.score import run_score
+from portprint.jobs.warehouse.history import AlreadyScored
+from portprint.models.registry import Registry
+
+pytestmark = pytest.mark.slow
+D1, D2 = DAYS
+NAME = "portprint"
+
+
+def quiet(*args, **kwargs):
+    return run_score(*args, log=lambda m: None, **kwargs)
+
+
+def runs(wh: str) -> list[dict]:
+    return DeltaTable(os.path.join(wh, "runs")).to_pyarrow_table().to_pylist()
+
+
+@pytest.fixture(scope="module")
+def setup(spark, cfg, tmp_path_factory):
+    """Two dates, two models that flag very differently, and a warehouse scored by the quiet one."""
+    root = tmp_path_factory.mktemp("lifecycle")
+    archive = str(root / "flows")
+    write_sample(archive, days=len(DAYS), flows_per_day=1500, seed=23, start=D1)
+    quiet_model, loud_model = write_models(root)
+    wh = str(root / "scored")
+    quiet(spark, cfg, archive, quiet_model, wh, chunk_days=1)
+    return {"root": root, "archive": archive, "quiet": quiet_model, "loud": loud_model, "wh": wh}
+
+
+def test_an_older_models_dates_are_not_new_and_rescoring_is_asked_for(spark, cfg, setup, tmp_path):
+    wh = str(tmp_path / "wh")
+    shutil.copytree(setup["wh"], wh)
+    before = table_rows(wh, "anomalies")
+    # The nightly run with a retrained model: both dates were scored by the older model, so nothing is new.
+    nightly = quiet(spark, cfg, setup["archive"], setup["loud"], wh, new_only=True)
+    assert (nightly.dates, nightly.skipped_dates) == ([], DAYS)
+    # A plain run over scored dates refuses instead of rewriting them.
+    with pytest.raises(AlreadyScored, match=rf"{D1}\.\.{D2} \(2 dates\) already scored.*--rescore"):
+        quiet(spark, cfg, setup["archive"], setup["loud"], wh)
+    assert table_rows(wh, "anomalies") == before
+    with pytest.raises(ValueError, match="--start and --end"):
+        quiet(spark, cfg, setup["archive"], setup["loud"], wh, start=D2, rescore=True)
+    # Rescoring one date on purpose replaces that date only, logged as a rescore by the new model.
+    r = quiet(spark, cfg, setup["archive"], setup["loud"], wh, start=D2, end=D2, rescore=True)
+    assert r.dates == [D2]
+    after = table_rows(wh, "anomalies")
+    assert [x for x in after if x["date"] == D1] == [x for x in before if x["date"] == D1]
+    assert {x["model_version"] for x in after if x["date"] == D2} == {r.model_version} != {
+        x["model_version"] for x in before}
+    mine = [x for x in runs(wh) if x["run_id"] == r.run_id and x["status"] == "succeeded"]
+    assert [(x["date"], x["reason"]) for x in mine] == [(D2, "rescore")]
+
+
+def test_dry_run_lists_the_dates_and_why_and_writes_nothing(spark, cfg, setup, tmp_path, capsys):
+    fresh = str(tmp_path / "fresh")
+    r = quiet(spark, cfg, setup["archive"], setup["quiet"], fresh, dry_run=True, new_only=True)
+    assert [(x.date, x.score, x.reason) for x in r.decisions] == [(D1, True, "new"), (D2, True, "new")]
+    assert not os.path.exists(fresh)
+
+    wh = str(tmp_path / "wh")
+    shutil.copytree(setup["wh"], wh)
+    late = os.path.join(setup["archive"], f"date={D2}", "part-late.parquet")
+    first = os.path.join(setup["archive"], f"date={D2}", "part-00000.parquet")
+    pq.write_table(pq.read_table(first).slice(0, 10), late)
+    version = DeltaTable(os.path.join(wh, "runs")).version()
+    try:
+        code = main(["score", "--flows", setup["archive"], "--model", setup["loud"], "--warehouse", wh,
+                     "--new-only", "--dry-run"])
+    finally:
+        os.remove(late)
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [line.split()[:3] for line in out.splitlines() if line.startswith("2026-")]
+    assert lines == [[D1, "skip", "done"], [D2, "score", "late-written"]]
+    assert "nothing was written" in out
+    assert DeltaTable(os.path.join(wh, "runs")).version() == version  # no commit, not even a runs row
+    assert not os.path.exists(os.path.join(wh, "_staging")) or os.listdir(os.path.join(wh, "_staging")) == []
+
+
+def test_escalation_settings_are_recorded_and_their_change_is_new(spark, cfg, setup, tmp_path):
+    wh = str(tmp_path / "wh")
+    shutil.copytree(setup["wh"], wh)
+    recorded = {json.loads(x["escalation"])["pairs"]["min_share"] for x in runs(wh) if x["status"] == "succeeded"}
+    assert recorded == {cfg.pairs.min_share}
+    assert quiet(spark, cfg, setup["archive"], setup["quiet"], wh, new_only=True).dates == []
+    changed = dataclasses.replace(cfg, pairs=dataclasses.replace(cfg.pairs, min_share=0.8))
+    r = quiet(spark, changed, setup["archive"], setup["quiet"], wh, new_only=True)
+    assert r.dates == DAYS and {x.reason for x in r.decisions} == {"settings-changed"}
+    mine = [x for x in runs(wh) if x["run_id"] == r.run_id and x["status"] == "succeeded"]
+    assert {json.loads(x["escalation"])["pairs"]["min_share"] for x in mine} == {0.8}
+    # Back at the new settings, the dates are done again.
+    assert quiet(spark, changed, setup["archive"], setup["quiet"], wh, new_only=True).dates == []
+
+
+def test_promotion_refuses_a_louder_candidate_with_the_numbers(spark, cfg, setup, tmp_path):
+    store = str(tmp_path / "mlruns")
+    reg = Registry.local(store)
+    champ = reg.log_training(setup["quiet"], NAME)
+    reg.promote(champ.uri)
+    cand = reg.log_training(setup["loud"], NAME)
+    # Independent numbers: the champion's alerts as its runs rows say, and the candidate's as `score` writes them
+    # into a warehouse of its own.
+    champion_alerts = sum(x["anomalies"] for x in runs(setup["wh"]) if x["status"] == "succeeded")
+    other = str(tmp_path / "candidate-wh")
+    cand_alerts = quiet(spark, cfg, setup["archive"], setup["loud"], other).anomalies
+    assert cand_alerts > cfg.promote.max_alert_ratio * max(champion_alerts, 1)
+    said: list[str] = []
+    r = run_promote(spark, cfg, cand.uri, store, warehouse=setup["wh"], log=said.append)
+    assert r.promoted is None and "not promoted" in r.refusal and "--force" in r.refusal
+    (check,) = r.checks
+    assert not check.passed
+    assert f"raises {cand_alerts} alerts where the champion raised {champion_alerts}" in check.detail
+    assert check.values["dates"] == DAYS
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.registry_uri)
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == champ.version
+    assert not os.listdir(os.path.join(setup["wh"], "_staging"))  # the check's staging is gone
+    # Forced, with a reason: promoted, and the reason and the failed check are on the version.
+    forced = run_promote(spark, cfg, cand.uri, store, warehouse=setup["wh"], force="reviewed: ticket SEC-1",
+                         log=said.append)
+    assert forced.forced and forced.promoted[0].version == cand.version
+    tags = client.get_model_version(NAME, cand.version).tags
+    assert tags["portprint.promote.forced"] == "reviewed: ticket SEC-1"
+    assert tags["portprint.promote.alert_volume"].startswith("FAILED: the candidate raises")
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == cand.version
+
+
+def test_promotion_of_a_candidate_as_quiet_as_the_champion_passes(spark, cfg, setup, tmp_path):
+    store = str(tmp_path / "mlruns")
+    reg = Registry.local(store)
+    champ = reg.log_training(setup["quiet"], NAME)
+    reg.promote(champ.uri)
+    cand = reg.log_training(setup["quiet"], NAME)  # the same weights registered again: the same alerts
+    r = run_promote(spark, cfg, cand.uri, store, warehouse=setup["wh"], log=lambda m: None)
+    assert r.promoted is not None and not r.forced and [c.passed for c in r.checks] == [True]
+    assert "ratio 1.00" in r.checks[0].detail
