@@ -24,7 +24,7 @@ from portprint.jobs.engine import pipeline
 from portprint.jobs.suppressions import rules_at
 from portprint.jobs.warehouse import Warehouse
 from portprint.models.artifact import ModelArtifact
-from portprint.udfs.detect import pairs_on
+from portprint.udfs.escalate import odd_threshold, settings_text
 from portprint.udfs.scoring import load_model
 from portprint.udfs.suppress import Rule
 
@@ -63,8 +63,10 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     # while it works (a later --new-only run then scores the date again).
     snapshots = {d: source.plan.snapshot(d) for d in source.plan.dates}
     todo = list(source.plan.dates)
+    escalation = settings_text(cfg.escalate) if cfg.escalate.enabled else "off"
     if new_only:
-        done = sink.scored(art.meta.model_version)
+        # A date is done when scored with this model and these escalation settings (a change to them rescores).
+        done = sink.scored(art.meta.model_version, escalation)
         todo = [d for d in todo if done.get(d) != snapshots[d]]
     skipped = [d for d in source.plan.dates if d not in todo]
     size = chunk_days or cfg.output.chunk_days
@@ -72,16 +74,25 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     log(f"portprint score: run {run_id}: {len(todo)} date(s) to score in {len(chunks)} chunk(s)"
         + (f", {len(skipped)} already scored" if skipped else "")
         + f"; model {art.meta.model_version} (threshold {art.meta.threshold:.4g}); writer {sink.writer}")
-    if cfg.pairs.enabled and art.has_qname and not pairs_on(art, cfg):
-        log(f"portprint score: model {art.meta.model_version} predates pair escalation (no odd_threshold): scoring "
-            "without it; retrain with `portprint train` to turn it on")
+    if cfg.escalate.enabled and cfg.escalate.odd and odd_threshold(art) != odd_threshold(art):  # NaN: no odd bar
+        log(f"portprint score: model {art.meta.model_version} has no question model with an odd-name bar: the "
+            "escalate odd rule is off (shape and socket rules run); retrain with `portprint train` to turn it on")
+    said: set[str] = set()
+
+    def once(message: str) -> None:  # a note that holds for the whole run is logged for its first chunk only
+        key = message.split(":")[-1]
+        if key not in said:
+            said.add(key)
+            log(message)
+
     rows: list[dict] = []
     for k, chunk in enumerate(chunks):
         c0, started = time.monotonic(), dt.datetime.now(dt.timezone.utc)
         base = {"run_id": run_id, "threshold": art.meta.threshold, "model_version": art.meta.model_version,
-                "writer": sink.writer, "started_at": started, "archive": flows, "chunk": k}
+                "writer": sink.writer, "started_at": started, "archive": flows, "chunk": k, "escalation": escalation}
         try:
-            chunk_rows = _score_chunk(source.subset(chunk), art, cfg, sink, run_id, started, base, snapshots, rules)
+            chunk_rows = _score_chunk(source.subset(chunk), art, cfg, sink, run_id, started, base, snapshots, rules,
+                                      once)
         except BaseException as exc:
             # Earlier chunks stay committed; this one's dates are logged as failed and left as they were.
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -99,24 +110,31 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
 
 
 def _score_chunk(source: Source, art: ModelArtifact, cfg: Config, sink: Warehouse, run_id: str,
-                 started: dt.datetime, base: dict, snapshots: dict[str, str], rules: list[Rule]) -> list[dict]:
+                 started: dt.datetime, base: dict, snapshots: dict[str, str], rules: list[Rule],
+                 note: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict]:
     """Source → detect → escalate → sink for one chunk of dates; its `runs` rows (``base`` holds the run's fields)."""
     c0 = time.monotonic()
     scored_at_us = int(started.timestamp()) * 1_000_000 + started.microsecond
     dates = source.plan.dates
     with sink.stage(run_id, dates[0]) as stage:
         pipeline.detect(source, art, cfg, run_id, scored_at_us, stage, rules=rules)
-        pairs = pipeline.escalate(source, art, cfg, run_id, scored_at_us, stage, rules)
-        escalated = pairs["date"].to_pylist()
+        escalation = pipeline.escalate(source, art, cfg, run_id, scored_at_us, stage, rules)
+        escalated = escalation.escalated["date"].to_pylist()
         counts, hits = pipeline.chunk_counts(stage, source, dates)
         rows = [base | {"date": d, "archive_snapshot": snapshots[d], "status": "succeeded", "error": None,
                         "flows_read": c["flows_read"], "flows_scored": c["_scoped"] - c["_skipped"],
                         "flows_skipped": c["_skipped"],
                         "anomalies": c["_flagged"], "model_flagged": c["_model"], "rule_flagged": c["_rule"],
-                        "qname_flagged": c["_qname"], "pairs_escalated": escalated.count(d),
+                        "qname_flagged": c["_qname"], "tunnel_flagged": c["_tunnel"],
+                        "groups_escalated": escalated.count(d),
                         "suppressed": c["suppressed"], "seconds": time.monotonic() - c0}
                 for d, c in counts.items()]
-        sink.commit(stage, dates, rows, [h | {"run_id": run_id} for h in hits])
+        if cfg.escalate.enabled and cfg.escalate.socket_pkts:
+            blind = [d for d, c in counts.items() if c["_scoped"] > c["_skipped"] and c["_pkts"] == 0]
+            if blind:
+                note(f"portprint score: no flow of {blind[0]}..{blind[-1]} carries orig_pkts "
+                     "(archive.columns.orig_pkts): the escalate socket rule is off for those dates")
+        sink.commit(stage, dates, rows, [h | {"run_id": run_id} for h in hits], escalation.history)
     return rows
 
 
@@ -125,8 +143,8 @@ def _progress(log: Callable[[str], None], chunk: list[str], chunk_rows: list[dic
     done = len(rows)
     elapsed = time.monotonic() - t0
     rate = sum(r["flows_scored"] for r in rows) / max(elapsed, 1e-9)
-    escalated = sum(r["pairs_escalated"] for r in chunk_rows)
+    escalated = sum(r["groups_escalated"] for r in chunk_rows)
     log(f"portprint score: [{done}/{total} dates] {chunk[0]}..{chunk[-1]}: "
         f"{sum(r['flows_scored'] for r in chunk_rows):,} flows scored, {sum(r['anomalies'] for r in chunk_rows)} "
-        f"anomalies" + (f" ({escalated} client-server pairs escalated)" if escalated else "")
+        f"anomalies" + (f" ({escalated} name groups escalated as tunnels)" if escalated else "")
         + f", {seconds:.1f}s; {rate:,.0f} flows/s overall, ETA {elapsed / done * (total - done):.0f}s")

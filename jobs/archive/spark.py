@@ -31,6 +31,9 @@ def canonical(df: DataFrame, cols: Columns, prefix_encoding: str) -> DataFrame:
         F.col(cols.proto).cast("int").alias("proto"),
         prefix.alias("orig_payload_prefix"),
         F.col(cols.orig_bytes).cast("long").alias("orig_bytes"),
+        # Optional: not mapped, or not in the files, is null (the rule that needs it is then off).
+        (F.col(cols.orig_pkts).cast("long") if cols.orig_pkts and cols.orig_pkts in df.columns
+         else F.lit(None).cast("long")).alias("orig_pkts"),
         F.col(cols.date).cast("string").alias("date"),
     )
 
@@ -48,6 +51,7 @@ def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataF
     """Read the planned files (or, for remote archives, the planned date partitions); None if there are none."""
     needed = [cols.flow_id, cols.ts, cols.src_ip, cols.dst_ip, cols.src_port, cols.dst_port, cols.proto,
               cols.orig_payload_prefix, cols.orig_bytes]
+    optional = [c for c in (cols.orig_pkts,) if c]
     reader = spark.read.option("basePath", plan.root)
     if is_remote(plan.root):
         paths = [f"{plan.root.rstrip('/')}/{cols.date}={d}" for d in plan.dates]
@@ -55,7 +59,8 @@ def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns) -> DataF
         paths = plan.all_files()
     if not paths:
         return None
-    return reader.parquet(*paths).select(*needed, cols.date)
+    df = reader.parquet(*paths)
+    return df.select(*needed, *[c for c in optional if c in df.columns], cols.date)
 
 
 class SparkSource:

@@ -20,7 +20,15 @@ from portprint.conf.config import Config
 from portprint.jobs.warehouse import delta
 from portprint.jobs.warehouse.patterns import update_patterns
 from portprint.jobs.warehouse.people import table_path
-from portprint.jobs.warehouse.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, SUPPRESSION_HITS, spark_schema
+from portprint.jobs.warehouse.tables import (
+    ANOMALIES,
+    ESCALATION_HISTORY,
+    PATTERN_DAYS,
+    PATTERNS,
+    RUNS,
+    SUPPRESSION_HITS,
+    spark_schema,
+)
 from portprint.udfs.schemas import ANOMALY, KIND, OUT
 
 STAGING = "_staging"
@@ -99,17 +107,21 @@ class Warehouse:
         finally:
             s.remove()
 
-    def scored(self, model_version: str) -> dict[str, str]:
-        """date -> archive snapshot of the latest successful run with this model."""
+    def scored(self, model_version: str, escalation: str | None = None) -> dict[str, str]:
+        """date -> archive snapshot of the latest successful run with this model (and, when given, these
+        escalation settings: `runs.escalation`)."""
         runs = delta.read_table(self.spark, self.tables.runs, RUNS, self.writer)
-        rows = (runs.where((F.col("status") == "succeeded") & (F.col("model_version") == model_version))
-                .groupBy("date").agg(F.max_by("archive_snapshot", "started_at").alias("snap")).collect())
+        ok = (F.col("status") == "succeeded") & (F.col("model_version") == model_version)
+        if escalation is not None:
+            ok = ok & (F.col("escalation") == escalation)
+        rows = runs.where(ok).groupBy("date").agg(F.max_by("archive_snapshot", "started_at").alias("snap")).collect()
         return {r["date"]: r["snap"] or "" for r in rows}
 
-    def commit(self, stage: Stage, dates: list[str], runs: list[dict], hits: list[dict] = ()) -> None:
+    def commit(self, stage: Stage, dates: list[str], runs: list[dict], hits: list[dict] = (),
+               history: pa.Table | None = None) -> None:
         """Make the chunk's dates in `anomalies` exactly the staged anomalies (one commit; no rows if nothing was
         staged), fold them into the pattern tables, replace the dates' `suppression_hits` (what each rule kept
-        out), and log the chunk's `runs` rows."""
+        out) and `escalation_history` (per name group), and log the chunk's `runs` rows."""
         t = self.tables
         staged = stage.path if stage.written else ANOMALIES.empty_table()
         delta.replace_dates(self.spark, staged, t.anomalies, ANOMALIES, dates, self.writer, kind=(KIND, ANOMALY))
@@ -120,6 +132,11 @@ class Warehouse:
             delta.ensure_table(self.spark, hits_table, SUPPRESSION_HITS, self.cfg.output.location)
             delta.replace_dates(self.spark, pa.Table.from_pylist(list(hits), schema=SUPPRESSION_HITS), hits_table,
                                 SUPPRESSION_HITS, dates, self.writer)
+        if history is not None:
+            history_table = table_path(self.cfg, self.root, "escalation_history")
+            delta.ensure_table(self.spark, history_table, ESCALATION_HISTORY, self.cfg.output.location)
+            delta.replace_dates(self.spark, history.cast(ESCALATION_HISTORY), history_table, ESCALATION_HISTORY, dates,
+                                self.writer)
         self.log(runs)
 
     def log(self, runs: list[dict]) -> None:

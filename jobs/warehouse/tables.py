@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from portprint.udfs.schemas import ANOMALIES, FLOWS, TS, spark_schema
+from portprint.udfs.schemas import ANOMALIES, FLOWS, HISTORY, TS, spark_schema
 
-__all__ = ["ANOMALIES", "EXPORTED", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS", "SUPPRESSIONS", "SUPPRESSION_HITS",
-           "TS", "VERDICTS", "spark_schema"]
+__all__ = ["ANOMALIES", "ESCALATION_HISTORY", "EXPORTED", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS", "SUPPRESSIONS",
+           "SUPPRESSION_HITS", "TS", "VERDICTS", "spark_schema"]
 
 RUNS = pa.schema([
     ("run_id", pa.string()),
@@ -20,8 +20,9 @@ RUNS = pa.schema([
     ("anomalies", pa.int64()),
     ("model_flagged", pa.int64()),
     ("rule_flagged", pa.int64()),
-    ("qname_flagged", pa.int64()),     # flagged by the question model, alone or by pair escalation
-    ("pairs_escalated", pa.int64()),   # client-server pairs escalated that day
+    ("qname_flagged", pa.int64()),     # flagged by the question model alone
+    ("tunnel_flagged", pa.int64()),    # flagged by the Escalate stage (detector tunnel)
+    ("groups_escalated", pa.int64()),  # name groups (per client, or over all clients) escalated as tunnels that day
     ("suppressed", pa.int64()),        # anomalies suppression rules kept out (per rule: suppression_hits)
     ("threshold", pa.float64()),
     ("model_version", pa.string()),
@@ -32,6 +33,7 @@ RUNS = pa.schema([
     ("chunk", pa.int32()),              # which chunk of the run (backfills commit chunk by chunk)
     ("archive_snapshot", pa.string()),  # fingerprint of the date's files when scored
     ("error", pa.string()),             # why a failed chunk failed
+    ("escalation", pa.string()),        # escalate settings in force (JSON, or "off"); a change makes --new-only rescore
 ])
 
 # Per pattern and date: the building block that makes anomaly_patterns rebuildable when dates are rescored.
@@ -94,6 +96,10 @@ SUPPRESSIONS = pa.schema([
     ("removed_by", pa.string()),        # set on the removal row
     ("removed_at", TS),
 ])
+
+# Per date and name group over all clients, what the Escalate stage counted (udfs/escalate.py HISTORY), replaced per
+# scored date: a group's history over months (first seen, daily distinct names, clients) in one table.
+ESCALATION_HISTORY = HISTORY
 
 # What scoring-time suppression kept out of `anomalies`, per date and rule (replaced per date like anomalies).
 SUPPRESSION_HITS = pa.schema([
