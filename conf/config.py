@@ -113,6 +113,9 @@ class EscalateConf:
     socket_label: int = 8          # a carrier record type's label this long counts as data-like
     socket_quiet_groups: int = 3   # a client with such long flows of ordinary names in this many groups reuses a port
     companion_bytes: int = 8       # in a shape/socket group, new names with this many non-word data bytes go along
+    # session: many new names of one client and registered domain carry one id-like token (polling, a session id)
+    session_min_names: int = 20
+    session_share: float = 0.5
     # odd: the question model's view, with the day's own base rate
     odd: bool = True
     odd_rate: float = 0.1          # training: a name is odd above the held-out (1 - odd_rate) quantile
@@ -188,6 +191,8 @@ class Config:
              "escalate.odd_min_share must be above odd_rate and at most 1"),
             (0 < self.escalate.alpha < 1, "escalate.alpha must be in (0, 1)"),
             (0 < self.escalate.shape_min_share <= 1, "escalate.shape_min_share must be in (0, 1]"),
+            (0 < self.escalate.session_share <= 1 and self.escalate.session_min_names >= 2,
+             "escalate.session_share must be in (0, 1] and session_min_names at least 2"),
             (min(self.escalate.shape_hex, self.escalate.shape_text, self.escalate.shape_min_names,
                  self.escalate.socket_pkts, self.escalate.socket_quiet_groups, self.escalate.max_asks) >= 1,
              "escalate.shape_hex, shape_text, shape_min_names, socket_pkts, socket_quiet_groups and max_asks must "

@@ -137,8 +137,9 @@ class Detector:
         """Add the batch's names to the slice's evidence; yield as candidates the flows no per-flow detector
         flagged that a rule could flag on their own (escalate.flow_rules), so an escalated group need not be read
         again: shape and socket candidates always; a group's companion names (new, carrying data) where the batch
-        shows its shape or socket evidence too; odd names where the batch shows the group mostly odd. Where some are
-        not kept, the slice says so (``kept``) and an escalated group's flows are read again."""
+        shows its shape or socket evidence too; odd names where the batch shows the group mostly odd; tagged names
+        where the batch shows the tag twice. Where some are not kept, the slice says so (``kept``) and an escalated
+        group's flows are read again."""
         nm, group, bits = escalate.flow_view(rows, v.qloss, self.odd, self.settings)
         self.evidence.add(rows, nm, group, bits)
         # Asks within the batch: a name asked more than max_asks times here is asked more that day, and the odd
@@ -165,8 +166,14 @@ class Detector:
         active = self.odd_seen <= self.settings.odd_quiet_above * max(self.judged, 1)
         oddish = active & (per_group(odd) >= self.settings.odd_min_share * per_group(np.ones(len(odd))))
         companion = (elig & escalate.COMPANION) > 0
-        keep = free & (((elig & (escalate.SHAPE | escalate.SOCKET_RULE)) > 0) | (odd & oddish) | (companion & strong))
-        self.evidence.not_kept(rows, group, free & (odd | companion) & ~keep)
+        # Tagged names where the batch shows the client's group sending that tag more than once.
+        tagged = (elig & escalate.SESSION) > 0
+        _, tag_at, tag_n = np.unique(np.stack([where, nm.tag.astype(np.int64)], axis=1), axis=0,
+                                     return_inverse=True, return_counts=True)
+        shared = tag_n[tag_at.ravel()] >= 2
+        keep = free & (((elig & (escalate.SHAPE | escalate.SOCKET_RULE)) > 0) | (odd & oddish) | (companion & strong)
+                       | (tagged & shared))
+        self.evidence.not_kept(rows, group, free & (odd | companion | tagged) & ~keep)
         if keep.any():
             cand = rows.filter(pa.array(keep)).select(list(FLOW_COLUMNS))
             yield from as_out(cand.rename_columns(

@@ -85,7 +85,7 @@ from portprint.udfs.schemas import EVIDENCE as EVIDENCE_KIND
 from portprint.udfs.scoring import TUNNEL, Verdicts, anomaly_table, cached_scorer
 from portprint.udfs.suppress import Rule
 
-RULES = ("shape", "socket", "odd")  # in this order of precedence when several fire on one flow's group
+RULES = ("shape", "socket", "session", "odd")  # in this order of precedence when several fire on one flow's group
 HEXISH = (DIGITS, HEX)  # names.ALPHABETS of a token
 TEXT = (ALNUM, BASE64, BINARY)  # a token has no '-' or '_', so never HOST
 
@@ -104,6 +104,7 @@ ESCALATED = pa.schema([
     ("log10_p", pa.float64()),     # odd rule: Chernoff bound on the chance of that many at the baseline
     ("baseline", pa.float64()),    # odd rule: the day's base rate
     ("reason", pa.string()),
+    ("tag", pa.uint32()),          # session rule: the tag its names share
 ])
 # The names an escalated group's flows are flagged for (src_ip null: a zone-level group, any client).
 FLAGGED = pa.schema([("date", pa.string()), ("src_ip", pa.string()), ("group", pa.string()), ("key", pa.uint64()),
@@ -123,7 +124,7 @@ def odd_threshold(art: ModelArtifact) -> float:
 # ---- per name -------------------------------------------------------------------------------------------------
 
 def _flags(token: np.ndarray, alpha: np.ndarray, data_bytes: np.ndarray, bits: np.ndarray, asks: np.ndarray,
-           group: np.ndarray, s: EscalateConf) -> dict[str, np.ndarray]:
+           group: np.ndarray, tag: np.ndarray, s: EscalateConf) -> dict[str, np.ndarray]:
     hexa = np.isin(alpha, HEXISH)
     text = np.isin(alpha, TEXT)
     wordy = (bits & WORDY) > 0
@@ -143,7 +144,7 @@ def _flags(token: np.ndarray, alpha: np.ndarray, data_bytes: np.ndarray, bits: n
     companion = ~arpa & new & (data_bytes >= s.companion_bytes) & ~wordy
     socket = (bits & SOCKET) > 0
     return {"shaped": shaped, "datalike": datalike, "odd_new": odd_new, "companion": companion,
-            "sock": socket & datalike, "sock_plain": socket & ~datalike}
+            "sock": socket & datalike, "sock_plain": socket & ~datalike, "tagged": new & (tag != 0) & ~arpa}
 
 
 def name_flags(names: pa.Table, s: EscalateConf) -> dict[str, np.ndarray]:
@@ -151,23 +152,23 @@ def name_flags(names: pa.Table, s: EscalateConf) -> dict[str, np.ndarray]:
     (``sock``) and long-socket with an ordinary one (``sock_plain``)."""
     return _flags(names["token"].to_numpy(), names["token_alpha"].to_numpy(), names["data_bytes"].to_numpy(),
                   names["bits"].to_numpy(), names["asks"].to_numpy(),
-                  names["group"].to_numpy(zero_copy_only=False), s)
+                  names["group"].to_numpy(zero_copy_only=False), names["tag"].to_numpy(), s)
 
 
-SHAPE, SOCKET_RULE, ODD_RULE, COMPANION = 1, 2, 4, 8  # flow_rules bits: RULES in order, then companions
+SHAPE, SOCKET_RULE, SESSION, ODD_RULE, COMPANION = 1, 2, 4, 8, 16  # flow_rules bits: RULES in order, companions
 
 
 def flow_rules(nm: Names, group: np.ndarray, bits: np.ndarray, asks: np.ndarray, s: EscalateConf) -> np.ndarray:
     """Per flow: which rules could flag it, judged on the flow alone (bits: 1 shape, its name is tunnel-shaped;
-    2 socket, it kept a UDP socket open and its name is data-like; 4 odd, its name is odd, carries data and was
-    asked at most ``asks`` times; 8 companion, its name is new and carries data, flagged in a group that shape or
-    socket escalated). A flow of an escalated group is flagged by a rule only when the rule's bit (or, for shape
-    and socket, the companion bit) is set here too, so Detect keeps these flows as candidates and the per-flow
-    step agrees with it."""
+    2 socket, it kept a UDP socket open and its name is data-like; 4 session, its name is new and carries a tag, an
+    id-like token; 8 odd, its name is odd, carries data and was asked at most ``asks`` times; 16 companion, its name
+    is new and carries data, flagged in a group that shape or socket escalated). A flow of an escalated group is
+    flagged by a rule only when the rule's bit (or, for shape and socket, the companion bit) is set here too, so
+    Detect keeps these flows as candidates and the per-flow step agrees with it."""
     g = np.where(group == None, "", group).astype(str)  # noqa: E711 (elementwise over an object array)
-    f = _flags(nm.token, nm.token_alpha, nm.data_bytes, bits, asks, g, s)
+    f = _flags(nm.token, nm.token_alpha, nm.data_bytes, bits, asks, g, nm.tag, s)
     f["companion"] &= np.char.startswith(g, "z:")  # companions only ever in a registered domain's group
-    out = (np.where(f["shaped"], SHAPE, 0) | np.where(f["sock"], SOCKET_RULE, 0)
+    out = (np.where(f["shaped"], SHAPE, 0) | np.where(f["sock"], SOCKET_RULE, 0) | np.where(f["tagged"], SESSION, 0)
            | np.where(f["odd_new"], ODD_RULE, 0) | np.where(f["companion"], COMPANION, 0)).astype(np.uint8)
     return np.where(nm.key != 0, out, 0).astype(np.uint8)
 
@@ -264,6 +265,11 @@ def decide(names: pa.Table, s: EscalateConf, odd_rate: float, odd_on: bool = Tru
                 out.append(_row(cols, i, level, "socket", int(sock[i]), math.nan, math.nan,
                                 f"{sock[i]} data-like name(s) sent over one UDP socket of {s.socket_pkts} "
                                 "datagrams or more"))
+        for i, (tag, m, total) in _sessions(names, cols, s).items():
+            out.append(_row(cols, i, level, "session", m, math.nan, math.nan,
+                            f"{m} of the client's {total} distinct names in this group and those its tag appears in "
+                            f"are new and carry one id-like token (tag {tag:08x}): a session polling or sending data "
+                            f"(at least {s.session_min_names} and {s.session_share:.0%} needed)", tag=tag))
         if not (s.odd and odd_on):
             continue
         odd = cols["odd_new"].astype(np.int64)
@@ -285,6 +291,38 @@ def decide(names: pa.Table, s: EscalateConf, odd_rate: float, odd_on: bool = Tru
     return chosen, flagged_names(names, chosen, s)
 
 
+def _sessions(names: pa.Table, cols: dict, s: EscalateConf) -> dict[int, tuple[int, int, int]]:
+    """Sessions: a client's new names that carry one tag (an id-like token), at least ``session_min_names`` of them
+    and ``session_share`` of the client's names in the groups they fall in (a registered domain, and the cut-off
+    shape its longer names take). {row of cols of each such group: (tag, names carrying it, names of those
+    groups)}."""
+    f = name_flags(names, s)
+    t = names.filter(pa.array(f["tagged"]))
+    if t.num_rows == 0:
+        return {}
+    c = t.group_by(["date", "src_ip", "tag"], use_threads=False).aggregate([("key", "count_distinct")])
+    c = c.filter(pc.greater_equal(c["key_count_distinct"], s.session_min_names))
+    if c.num_rows == 0:
+        return {}
+    where = {(d, a, g): i for i, (d, a, g) in enumerate(zip(cols["date"].tolist(), cols["src_ip"].tolist(),
+                                                           cols["group"].tolist(), strict=True))}
+    homes = (t.join(c.select(["date", "src_ip", "tag"]), ["date", "src_ip", "tag"], join_type="left semi",
+                    use_threads=False).group_by(["date", "src_ip", "tag", "group"], use_threads=False).aggregate([]))
+    at: dict[tuple, list[int]] = {}
+    for r in homes.to_pylist():
+        at.setdefault((r["date"], r["src_ip"], r["tag"]), []).append(where[(r["date"], r["src_ip"], r["group"])])
+    out: dict[int, tuple[int, int, int]] = {}
+    for r in c.to_pylist():
+        rows = at[(r["date"], r["src_ip"], r["tag"])]
+        total = int(sum(cols["names"][i] for i in rows))
+        m = int(r["key_count_distinct"])
+        if m >= s.session_share * total:
+            for i in rows:
+                if i not in out or m > out[i][1]:
+                    out[i] = (int(r["tag"]), m, total)
+    return out
+
+
 def _socket_quiet(cols: dict, s: EscalateConf) -> set[tuple[str, str]]:
     """Clients that keep one port for many queries of ordinary names, in several groups."""
     plain = cols["sock_plain"] > 0
@@ -294,9 +332,10 @@ def _socket_quiet(cols: dict, s: EscalateConf) -> set[tuple[str, str]]:
     return {k for k, v in count.items() if v >= s.socket_quiet_groups}
 
 
-def _row(cols: dict, i: int, level: str, rule: str, hits: int, lp: float, base: float, why: str) -> dict:
+def _row(cols: dict, i: int, level: str, rule: str, hits: int, lp: float, base: float, why: str,
+         tag: int | None = None) -> dict:
     who = "all clients" if level == "zone" else cols["src_ip"][i]
-    return {"date": str(cols["date"][i]), "src_ip": None if level == "zone" else str(cols["src_ip"][i]),
+    return {"date": str(cols["date"][i]), "src_ip": None if level == "zone" else str(cols["src_ip"][i]), "tag": tag,
             "group": str(cols["group"][i]), "level": level, "rule": rule, "names": int(cols["names"][i]),
             "hits": hits, "clients": int(cols["clients"][i]), "data_bytes": int(cols["data_bytes"][i]),
             "log10_p": None if math.isnan(lp) else lp, "baseline": None if math.isnan(base) else base,
@@ -307,17 +346,19 @@ def _row(cols: dict, i: int, level: str, rule: str, hits: int, lp: float, base: 
 def flagged_names(names: pa.Table, chosen: pa.Table, s: EscalateConf) -> pa.Table:
     """FLAGGED: per escalated group and rule, the names whose flows are flagged."""
     f = name_flags(names, s)
-    which = {"shape": f["shaped"], "socket": f["sock"], "odd": f["odd_new"]}
+    which = {"shape": f["shaped"], "socket": f["sock"], "odd": f["odd_new"], "session": f["tagged"]}
+    tags = names["tag"].to_numpy()
     parts = []
-    for r in chosen.select(["date", "src_ip", "group", "level", "rule"]).to_pylist():
+    for r in chosen.select(["date", "src_ip", "group", "level", "rule", "tag"]).to_pylist():
         # Companions only in one client's group of one registered domain: the tunnel's own zone. (A cut-off
         # group's domain is unknown, and a zone-level group mixes clients.)
         with_companions = r["rule"] != "odd" and r["level"] == "client" and r["group"].startswith("z:")
         sel = pc.and_(pc.equal(names["date"], r["date"]), pc.equal(names["group"], r["group"]))
         if r["level"] == "client":
             sel = pc.and_(sel, pc.equal(names["src_ip"], r["src_ip"]))
-        rows = np.flatnonzero(sel.to_numpy(zero_copy_only=False)
-                              & (which[r["rule"]] | (f["companion"] if with_companions else False)))
+        mine = which[r["rule"]] & (tags == r["tag"]) if r["rule"] == "session" else which[r["rule"]]
+        extra = f["companion"] if with_companions else False
+        rows = np.flatnonzero(sel.to_numpy(zero_copy_only=False) & (mine | extra))
         keys = np.unique(names["key"].to_numpy()[rows])
         parts.append(pa.table({"date": [r["date"]] * len(keys), "src_ip": pa.array([r["src_ip"]] * len(keys),
                                                                                    pa.string()),
@@ -434,7 +475,7 @@ def match(rows: pa.Table, keys: np.ndarray, group: np.ndarray, eligible: np.ndar
             j = t.join(part.select([*on, "rank"]), on, join_type="inner", use_threads=False)
             r, k = j["row"].to_numpy(), j["rank"].to_numpy()
             bit = np.left_shift(1, k).astype(np.uint8)
-            bit = np.where(k < rank["odd"], bit | COMPANION, bit)  # shape and socket flag their companions too
+            bit = np.where(k <= rank["socket"], bit | COMPANION, bit)  # shape and socket flag their companions too
             ok = (eligible[r] & bit) > 0
             np.minimum.at(best, r[ok], k[ok])
     return np.where(best < len(RULES), best, -1).astype(np.int8)

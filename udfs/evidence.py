@@ -13,10 +13,10 @@ A flow's **group** is what a tunnel cannot spread its names out of:
   same resolver, and a counter label in front of them changes nothing.
 
 One slice's evidence is one row per (date, client, server, group) holding the group's distinct names as packed
-records (``REC``: name key, asks, its longest data token and that token's alphabet, its data bytes and its
-facts as bits). Records merge exactly: the driver concatenates the
+records (``REC``: name key, asks, its longest data token and that token's alphabet, its data bytes, its
+facts as bits and its tag, a hash of an id-like token). Records merge exactly: the driver concatenates the
 rows of every task and sums asks per (date, client, group, name), so every distinct count the decision makes
-is the same however the flows were sliced. The row is compact: 16 bytes per distinct name of a client and
+is the same however the flows were sliced. The row is compact: 20 bytes per distinct name of a client and
 server, never one row per flow.
 """
 
@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 from portprint.udfs.features import UDP
 from portprint.udfs.names import ALPHABETS, BINARY, DIGITS, HEX, NONE, Names
 
-# One distinct name of a (date, client, server, group) in a slice: 16 bytes, little-endian.
+# One distinct name of a (date, client, server, group) in a slice: 20 bytes, little-endian.
 REC = np.dtype([("key", "<u8"), ("asks", "<u4"), ("token", "u1"), ("token_alpha", "u1"), ("data_bytes", "u1"),
-                ("bits", "u1")])
+                ("bits", "u1"), ("tag", "<u4")])
 STRANGE, RARE, CARRIER, WORDY, ODD, SOCKET, JUDGED = (1 << i for i in range(7))
 BITS = {"strange": STRANGE, "rare": RARE, "carrier": CARRIER, "wordy": WORDY, "odd": ODD, "socket": SOCKET,
         "judged": JUDGED}
@@ -50,7 +50,7 @@ EVIDENCE = pa.schema([("date", pa.string()), ("src_ip", pa.string()), ("dst_ip",
 # The driver's merged evidence: one row per (date, client, group, name).
 NAMES = pa.schema([("date", pa.string()), ("src_ip", pa.string()), ("group", pa.string()), ("key", pa.uint64()),
                    ("asks", pa.int64()), ("token", pa.int32()), ("token_alpha", pa.int8()),
-                   ("data_bytes", pa.int32()), ("bits", pa.uint8())])
+                   ("data_bytes", pa.int32()), ("bits", pa.uint8()), ("tag", pa.uint32())])
 NAME_KEY = ("date", "src_ip", "group", "key")
 
 
@@ -112,13 +112,14 @@ def _records_table(date, src, dst, group, names: Names, bits: np.ndarray, rows: 
         "token": pa.array(np.minimum(names.token[rows], 255).astype(np.int32)),
         "token_alpha": pa.array(names.token_alpha[rows].astype(np.int8)),
         "data_bytes": pa.array(np.minimum(names.data_bytes[rows], 255).astype(np.int32)),
+        "tag": pa.array(names.tag[rows]),
         **{b: pa.array((bits[rows] & v) > 0) for b, v in BITS.items()}})
 
 
 def _aggregate(t: pa.Table, keys: list[str]) -> pa.Table:
     """Rows of ``_records_table`` (or its aggregate) summed per ``keys``: asks added, facts max, bits any."""
     g = t.group_by(keys, use_threads=False).aggregate(
-        [("asks", "sum"), ("token", "max"), ("token_alpha", "max"), ("data_bytes", "max"),
+        [("asks", "sum"), ("token", "max"), ("token_alpha", "max"), ("data_bytes", "max"), ("tag", "max"),
          *[(b, "max") for b in BITS]])
     return g.rename_columns([c.removesuffix("_sum").removesuffix("_max") for c in g.column_names])
 
@@ -139,9 +140,12 @@ class SliceEvidence:
 
     def not_kept(self, rows: pa.Table, group: np.ndarray, dropped: np.ndarray) -> None:
         """Note the groups some of whose flows (``dropped``) the slice did not keep as candidates."""
-        for i in np.flatnonzero(dropped).tolist():
-            self.uncovered.add((rows["date"][i].as_py(), rows["src_ip"][i].as_py(), rows["dst_ip"][i].as_py(),
-                                group[i]))
+        if not dropped.any():
+            return
+        t = rows.select(["date", "src_ip", "dst_ip"]).filter(pa.array(dropped)).append_column(
+            "group", pa.array(group[dropped], pa.string()))
+        t = t.group_by(t.column_names, use_threads=False).aggregate([])
+        self.uncovered.update(zip(*[t[c].to_pylist() for c in ("date", "src_ip", "dst_ip", "group")], strict=True))
 
     def add(self, rows: pa.Table, names: Names, group: np.ndarray, bits: np.ndarray) -> pa.Table:
         """Add a batch (``rows``: date, src_ip, dst_ip; per flow its ``names``, ``group`` and record ``bits``).
@@ -170,6 +174,7 @@ class SliceEvidence:
         rec["token"] = t["token"].to_numpy()
         rec["token_alpha"] = t["token_alpha"].to_numpy()
         rec["data_bytes"] = t["data_bytes"].to_numpy()
+        rec["tag"] = t["tag"].to_numpy()
         rec["bits"] = _pack_bits(t)
         heads = t.select(["date", "src_ip", "dst_ip", "group"])
         same = np.ones(t.num_rows - 1, bool)
@@ -196,7 +201,7 @@ def unpack(evidence: pa.Table) -> pa.Table:
     cols = {"key": pa.array(rec["key"]), "asks": pa.array(rec["asks"].astype(np.int64)),
             "token": pa.array(rec["token"].astype(np.int32)),
             "token_alpha": pa.array(rec["token_alpha"].astype(np.int8)),
-            "data_bytes": pa.array(rec["data_bytes"].astype(np.int32))}
+            "data_bytes": pa.array(rec["data_bytes"].astype(np.int32)), "tag": pa.array(rec["tag"])}
     cols |= {b: pa.array((rec["bits"] & v) > 0) for b, v in BITS.items()}
     for name, col in cols.items():
         t = t.append_column(name, col)

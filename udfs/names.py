@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from typing import NamedTuple
 
 import numba as nb
@@ -41,6 +42,7 @@ TAIL_LABELS = 5  # the public suffix has at most four labels (ICANN section), th
 ALPHABETS = ("none", "digits", "hex", "alnum", "host", "base64", "binary")
 NONE, DIGITS, HEX, ALNUM, HOST, BASE64, BINARY = range(len(ALPHABETS))
 WORDY_SHARE = 0.45  # words have ~60-80% frequent letter pairs; random base32/hex/base64 letters ~20%
+TAG_MIN = 4  # a session id: four bytes of letters and digits or more ('7fe1', 'f27337b7'); shorter ones recur by chance
 WORDY_MIN_PAIRS = 8  # fewer letter pairs (a hex label, a short name) say nothing either way
 
 # Byte classes (after case folding): bit 0 a-f, 1 g-z, 2 digit, 3 '-', 4 '_', 5 '+/=', 6 anything else.
@@ -133,7 +135,7 @@ def _parse(offsets, data, validity, bit_offset, proto, fold):
 
 @nb.njit(cache=True, nogil=True)
 def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, zone_labels, cls, fold, letter,
-           pair, wordy_share, wordy_min_pairs):
+           pair, wordy_share, wordy_min_pairs, tag_min):
     """Per flow with a name: facts of its data labels (all but the registered domain's ``zone_labels``)."""
     n = offsets.shape[0] - 1
     data_bytes = np.zeros(n, dtype=np.int32)
@@ -141,9 +143,11 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
     token_alpha = np.zeros(n, dtype=np.int8)
     strange = np.zeros(n, dtype=np.bool_)
     wordy = np.zeros(n, dtype=np.bool_)
+    tag = np.zeros(n, dtype=np.uint32)
     for i in range(n):
         if keys[i] == 0:
             continue
+        tag_len = 1 << 30
         start = offsets[i]
         stop = offsets[i + 1] if _is_valid(validity, bit_offset, i) else start
         pos = start + _message_start(proto[i]) + HEADER_LEN
@@ -163,7 +167,16 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
                 for m in range(a, b + 1):
                     c = fold[data[m]] if m < b else 0
                     if m == b or c == 45 or c == 95:  # the label's end, '-' or '_': a token ends
-                        if m == b and b < pos + 1 + length:
+                        whole = not (m == b and b < pos + 1 + length)
+                        # The shortest whole token that mixes letters and digits (an id, not a word) is the tag.
+                        if (whole and tag_min <= run < tag_len and run_mask & 4 and run_mask & 3
+                                and run_mask & ~7 == 0):
+                            tag_len = run
+                            h = np.uint32(2166136261)
+                            for t in range(m - run, m):
+                                h = (h ^ np.uint32(fold[data[t]])) * np.uint32(16777619)
+                            tag[i] = h if h != 0 else np.uint32(1)
+                        if not whole:
                             run += pos + 1 + length - b  # cut off: taken to run on to the declared end
                         if run > best:
                             best = run
@@ -184,7 +197,7 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
             pos += 1 + length
         token[i] = max(best, 0)
         wordy[i] = pairs >= wordy_min_pairs and common >= wordy_share * pairs
-    return data_bytes, token, token_alpha, strange, wordy
+    return data_bytes, token, token_alpha, strange, wordy, tag
 
 
 @functools.lru_cache(maxsize=1)
@@ -238,6 +251,8 @@ class Names(NamedTuple):
     token_alpha: np.ndarray  # int8: ALPHABETS index of that token's visible bytes
     strange: np.ndarray      # bool: a data byte no host name uses ('+/=', binary, ...), underscore aside
     wordy: np.ndarray        # bool: the data labels read as words (frequent English letter pairs)
+    tag: np.ndarray          # uint32: FNV-1a of the shortest whole data token mixing letters and digits, of at
+    #                          least TAG_MIN bytes (a session or client id); 0 where there is none
 
 
 def describe(prefix: pa.Array | pa.ChunkedArray, proto: np.ndarray) -> Names:
@@ -262,7 +277,7 @@ def describe(prefix: pa.Array | pa.ChunkedArray, proto: np.ndarray) -> Names:
                 hit = uniq[raw] = (z, z.count(".") + 1 if z else 0)
             zone[rows[j]], zone_labels[rows[j]] = hit
     facts = _facts(buf.offsets, buf.data, buf.validity, buf.bit_offset, p, keys, complete, labels, zone_labels, _CLS,
-                   _FOLD, _LETTER, _PAIR, WORDY_SHARE, WORDY_MIN_PAIRS)
+                   _FOLD, _LETTER, _PAIR, WORDY_SHARE, WORDY_MIN_PAIRS, TAG_MIN)
     return Names(keys, qtypes, complete, zone, *facts)
 
 
@@ -315,11 +330,18 @@ def describe_py(prefix: bytes | None, proto: int) -> dict | None:
     zone = registered_domain(".".join(label_text(v) for _, v in labels)) if complete else ""
     data = labels[: len(labels) - (zone.count(".") + 1)] if complete else labels
     tokens: list[tuple[int, bytes]] = []
+    tag, tag_len = 0, 1 << 30
     for n, v in data:
         parts = v.replace(b"_", b"-").split(b"-")
         for k, part in enumerate(parts):
             extra = n - len(v) if k == len(parts) - 1 else 0  # a cut-off label runs on to its declared end
             tokens.append((len(part) + extra, part))
+            if (extra == 0 and TAG_MIN <= len(part) < tag_len and re.fullmatch(rb"[a-z0-9]+", part)
+                    and re.search(rb"[0-9]", part) and re.search(rb"[a-z]", part)):
+                h = 2166136261
+                for c in part:
+                    h = ((h ^ c) * 16777619) % (1 << 32)
+                tag, tag_len = h or 1, len(part)
     longest = max(tokens, key=lambda t: t[0]) if tokens else (0, b"")
     pairs = common = 0
     for _, v in data:
@@ -330,4 +352,4 @@ def describe_py(prefix: bytes | None, proto: int) -> dict | None:
     return {"qtype": qtype, "complete": complete, "zone": zone,
             "data_bytes": sum(n for n, _ in data), "token": longest[0], "token_alpha": alphabet_py(longest[1]),
             "strange": any(b not in _HOSTCHARS and b != ord("_") for _, v in data for b in v),
-            "wordy": pairs >= WORDY_MIN_PAIRS and common >= WORDY_SHARE * pairs}
+            "wordy": pairs >= WORDY_MIN_PAIRS and common >= WORDY_SHARE * pairs, "tag": tag}
