@@ -27,6 +27,12 @@ class SparkConf:
     rows_per_task: int = 524288
     driver_memory: str = "2g"
     log_level: str = "FATAL"
+    # JVM packages of the local session (jobs/engine/jars.py): fetched from Maven on first use, then cached.
+    delta_jars: str = "auto"    # auto: Spark's Delta writer and reader, delta-rs if the jars cannot be had; off
+    s3a_jars: str = "auto"      # auto: when a path of the command is on s3:// or s3a://; on; off
+    maven_repositories: tuple[str, ...] = ("~/.m2/repository", "https://repo1.maven.org/maven2/")
+    maven_timeout_s: float = 30.0
+    jars_cache: str | None = None  # Ivy cache folder; null: Ivy's default, ~/.ivy2.5.2/cache
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,16 @@ class RegistryConf:
 
 
 @dataclass(frozen=True)
+class S3Conf:
+    """S3 for Spark's s3a, delta-rs and pyarrow alike (jobs/engine/storage.py). null: the standard AWS_* variables."""
+
+    endpoint: str | None = None          # else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL; unset: AWS itself
+    region: str | None = None            # else AWS_REGION, AWS_DEFAULT_REGION
+    path_style: str | bool = "auto"      # auto: path-style addressing when an endpoint is set (MinIO, moto)
+    credentials_provider: str | None = None  # s3a's fs.s3a.aws.credentials.provider; null: Hadoop's default chain
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     archive: ArchiveConf = field(default_factory=ArchiveConf)
@@ -167,6 +183,7 @@ class Config:
     escalate: EscalateConf = field(default_factory=EscalateConf)
     output: OutputConf = field(default_factory=OutputConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
+    s3: S3Conf = field(default_factory=S3Conf)
     env: str = "local"
 
     def validate(self) -> Config:
@@ -201,6 +218,10 @@ class Config:
             (0 < self.threshold.qname_target_fpr < 0.5, "threshold.qname_target_fpr must be in (0, 0.5)"),
             (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0 and self.spark.rows_per_task > 0,
              "spark.arrow_batch_rows, spark.torch_threads_per_task and spark.rows_per_task must be positive"),
+            (self.spark.delta_jars in ("auto", "off"), "spark.delta_jars must be auto or off"),
+            (self.spark.s3a_jars in ("auto", "on", "off"), "spark.s3a_jars must be auto, on or off"),
+            (self.spark.maven_timeout_s > 0, "spark.maven_timeout_s must be positive"),
+            (self.s3.path_style in ("auto", True, False), "s3.path_style must be auto, true or false"),
         ]
         for ok, message in checks:
             if not ok:

@@ -27,6 +27,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", metavar="FILE", help="YAML file overriding conf/ (e.g. archive.columns)")
     p.add_argument("--env", default="local", choices=["local", "databricks"],
                    help="which conf/<env>.yml overlay to apply (default: local)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Spark's and Ivy's own output (start-up notices, warnings, jar resolution)")
 
 
 def _dates(p: argparse.ArgumentParser, what: str) -> None:
@@ -162,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse", required=True, metavar="DIR", help="folder holding the Delta tables")
     p.add_argument("query", help='e.g. "SELECT * FROM anomalies ORDER BY score DESC LIMIT 20"')
     p.add_argument("--limit", type=int, default=50, help="rows to print at most (default 50)")
+    p.add_argument("--write", action="store_true",
+                   help="allow statements that change tables (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, "
+                        "ALTER, ...); without it only queries, SHOW, DESCRIBE and EXPLAIN run")
     _common(p)
     _people_parsers(sub)
     return parser
@@ -256,9 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _threshold(cfg, args)
         if args.command == "promote":
             return _promote(cfg, args)
+        if args.command == "sql" and not args.write:
+            from portprint.jobs.engine.readonly import refusal
+
+            problem = refusal(args.query)
+            if problem:
+                return _fail(problem)
         from portprint.jobs.engine.session import build_session
 
-        spark = build_session(cfg)
+        spark = build_session(cfg, uris=(getattr(args, "flows", None), getattr(args, "warehouse", None)),
+                              verbose=args.verbose)
         handlers = {"train": _train, "score": _score, "sql": _sql, "evaluate": _evaluate, "triage": _triage,
                     "suppress": _suppress, "report": _report, "export": _export}
         return handlers[args.command](spark, cfg, args)
@@ -302,7 +314,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _train(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.lifecycle import register
+    from portprint.jobs.engine.lifecycle import register
     from portprint.jobs.train import run_train
 
     for flag in ("target_fpr", "qname_target_fpr"):
@@ -323,7 +335,7 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
 
     if args.chunk_days is not None and args.chunk_days < 1:
         return _fail("--chunk-days must be at least 1")
-    from portprint.jobs.lifecycle import model_folder
+    from portprint.jobs.engine.lifecycle import model_folder
 
     model = model_folder(cfg, args.model, args.registry)
     r = run_score(spark, cfg, args.flows, model, args.warehouse, args.start, args.end, new_only=args.new_only,
@@ -341,8 +353,8 @@ def _score(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _evaluate(spark, cfg, args: argparse.Namespace) -> int:
+    from portprint.jobs.engine.lifecycle import model_folder, open_registry
     from portprint.jobs.evaluate import format_table, run_evaluate
-    from portprint.jobs.lifecycle import model_folder, open_registry
     from portprint.models.registry import is_registry_uri
 
     model = model_folder(cfg, args.model, args.registry)
@@ -355,7 +367,7 @@ def _evaluate(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _threshold(cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.lifecycle import model_folder, register
+    from portprint.jobs.engine.lifecycle import model_folder, register
     from portprint.jobs.train import rethreshold
 
     if not 0 < args.target_fpr < 0.5:
@@ -369,7 +381,7 @@ def _threshold(cfg, args: argparse.Namespace) -> int:
 
 
 def _registered(cfg, reg, store: str | None, model_dir: str) -> None:
-    from portprint.jobs.lifecycle import local_store
+    from portprint.jobs.engine.lifecycle import local_store
 
     if reg is None:
         return
@@ -380,7 +392,7 @@ def _registered(cfg, reg, store: str | None, model_dir: str) -> None:
 
 
 def _promote(cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.lifecycle import open_registry
+    from portprint.jobs.engine.lifecycle import open_registry
 
     new, before = open_registry(cfg, args.registry).promote(args.model)
     was = f"; it replaces version {before.version} (model {before.model_version})" if before else ""
@@ -406,7 +418,7 @@ def _sql(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _triage(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.render import text
+    from portprint.jobs.engine.render import text
     from portprint.jobs.triage import record_verdict
 
     if args.date and not args.pair:
@@ -424,7 +436,7 @@ def _warn_rejected(spark, cfg, warehouse: str) -> None:
     """Rows written by hand (INSERT INTO) that are ignored: listed on stderr with why, never fatal."""
     from pyspark.sql import functions as F
 
-    from portprint.jobs.render import text
+    from portprint.jobs.engine.render import text
     from portprint.jobs.triage import load_rules, read_verdicts
 
     bad = read_verdicts(spark, cfg, warehouse).where(F.col("problem").isNotNull()).limit(20).collect()
@@ -436,8 +448,9 @@ def _warn_rejected(spark, cfg, warehouse: str) -> None:
 
 
 def _suppress(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs import suppressions, triage
-    from portprint.jobs.render import text
+    from portprint.jobs import suppress as suppressions
+    from portprint.jobs import triage
+    from portprint.jobs.engine.render import text
 
     if args.action == "add":
         row = suppressions.add_rule(spark, cfg, args.warehouse, args.kind, args.value, args.reason, args.by,
@@ -463,7 +476,7 @@ def _suppress(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _report(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.report_page import write_report
+    from portprint.jobs.report import write_report
 
     r = write_report(spark, cfg, args.warehouse, args.out, args.start, args.end)
     print(f"report of {r.start}..{r.end}: {r.html}  {r.markdown}  ({len(r.plots)} plots)")

@@ -23,7 +23,7 @@ from portprint.conf.config import Config
 from portprint.jobs.archive import ArchiveError, open_source
 from portprint.jobs.archive.spark import canonical, read_archive, scope_condition
 from portprint.jobs.engine import pipeline
-from portprint.jobs.inert import inert
+from portprint.jobs.engine.render import terminal as inert
 from portprint.jobs.warehouse import Stage
 from portprint.models.metrics import (
     BENIGN,

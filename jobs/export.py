@@ -30,7 +30,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from portprint.conf.config import Config
-from portprint.jobs import render, triage
+from portprint.jobs import triage
+from portprint.jobs.engine import render
 from portprint.jobs.warehouse import delta as delta_io
 from portprint.jobs.warehouse import people as people_tables
 from portprint.jobs.warehouse.tables import EXPORTED

@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 from portprint.conf.config import Config
 from portprint.jobs.archive import Source, open_source
 from portprint.jobs.engine import pipeline
-from portprint.jobs.suppressions import rules_at
+from portprint.jobs.suppress import rules_at
 from portprint.jobs.warehouse import Warehouse
 from portprint.models.artifact import ModelArtifact
 from portprint.udfs.escalate import odd_threshold, settings_text

@@ -2,7 +2,7 @@
 the report), and print results inertly. Torch-free: it never imports the scoring code.
 
 Cells of the anomalies and runs tables hold bytes that came from traffic or from the archive (flow ids, addresses,
-names), so a result is made inert (jobs/inert.py) before it reaches a terminal.
+names), so a result is made inert (jobs/engine/render.py) before it reaches a terminal.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pyspark.sql import types as T
 
 from portprint.conf.config import Config
 from portprint.jobs import triage
-from portprint.jobs.inert import inert
+from portprint.jobs.engine.render import terminal as inert
 from portprint.jobs.warehouse import delta as delta_io
 from portprint.jobs.warehouse import people as people_tables
 from portprint.jobs.warehouse.tables import (

@@ -343,8 +343,8 @@ def run_train(spark: SparkSession, cfg: Config, flows: str, model_dir: str, star
                                   mc.window_days if days is None else days)
     table, dates, used = collect_training_flows(spark, cfg, flows, start, end, window)
     fed = np.zeros(table.num_rows, bool)
-    if benign_from:  # people's benign verdicts and allowlisted names, as normal traffic (jobs/feedback.py)
-        from portprint.jobs.feedback import benign_training_flows, with_feedback
+    if benign_from:  # people's benign verdicts and allowlisted names, as normal traffic (jobs/warehouse/feedback.py)
+        from portprint.jobs.warehouse.feedback import benign_training_flows, with_feedback
 
         extra, used["benign_feedback"] = benign_training_flows(spark, cfg, benign_from, flows)
         table, fed = with_feedback(table, extra)

@@ -3,8 +3,8 @@
 # MAGIC # portprint: daily report
 # MAGIC
 # MAGIC Anomalies per date from the latest successful run of each date, against a trailing moving average with
-# MAGIC ±k standard-deviation bands (`portprint.jobs.report.trend_frame`, Spark window functions), and the split by
-# MAGIC detector. Run daily by the bundle's `portprint_report_daily` job after the nightly score.
+# MAGIC ±k standard-deviation bands (`portprint.jobs.warehouse.views.trend_frame`, Spark window functions), and the
+# MAGIC split by detector. Run daily by the bundle's `portprint_report_daily` job after the nightly score.
 
 # COMMAND ----------
 
@@ -13,8 +13,8 @@ import datetime as dt
 import json
 
 from portprint.conf.config import load_config
-from portprint.jobs.report import detector_counts, plot_trend, trend_frame
 from portprint.jobs.sql import register_tables
+from portprint.jobs.warehouse.views import detector_counts, plot_trend, trend_frame
 
 # COMMAND ----------
 

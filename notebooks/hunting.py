@@ -3,15 +3,15 @@
 # MAGIC # portprint: hunting
 # MAGIC
 # MAGIC Pick a date range and a payload prefix, a text, or a source IP, and see the anomalies with their decoded
-# MAGIC DNS headers (`portprint.jobs.report.find_anomalies`). Then: who else sends it, and since when
+# MAGIC DNS headers (`portprint.jobs.warehouse.views.find_anomalies`). Then: who else sends it, and since when
 # MAGIC (`anomaly_patterns`). Leave a widget empty to not filter on it.
 
 # COMMAND ----------
 
 # ruff: noqa: F821 - spark, dbutils and display are the Databricks notebook's globals
 from portprint.conf.config import load_config
-from portprint.jobs.report import find_anomalies, find_patterns, summarize_sources
 from portprint.jobs.sql import register_tables
+from portprint.jobs.warehouse.views import find_anomalies, find_patterns, summarize_sources
 
 # COMMAND ----------
 

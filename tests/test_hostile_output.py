@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from model_fixtures import make_artifact
 
 from portprint.jobs.cli import main
-from portprint.jobs.inert import inert
+from portprint.jobs.engine.render import terminal as inert
 from portprint.jobs.warehouse.tables import FLOWS
 from portprint.models.artifact import ModelArtifact
 from portprint.models.registry import Registry

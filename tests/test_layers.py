@@ -57,7 +57,7 @@ def test_the_check_sees_an_import_that_points_up(tmp_path):
     assert _portprint_imports(str(bad)) == [(2, "jobs")]
 
 
-@pytest.mark.parametrize("module", ["portprint.jobs.report", "portprint.jobs.sql"])
+@pytest.mark.parametrize("module", ["portprint.jobs.report", "portprint.jobs.warehouse.views", "portprint.jobs.sql"])
 def test_reports_and_analyst_views_do_not_load_torch(module):
     # The notebooks import these; torch (and the models' code) is for scoring, not for reading tables.
     code = f"import sys, {module}; print('torch' in sys.modules)"

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from portprint.jobs import suppressions, triage
+from portprint.jobs import suppress as suppressions
+from portprint.jobs import triage
 from portprint.jobs.cli import main
 from portprint.jobs.export import run_export
 from portprint.jobs.sample import write_sample
@@ -320,3 +321,27 @@ def test_a_benign_pattern_stops_firing_after_retraining_with_the_feedback(spark,
     kept = set(after) & set(before)
     assert kept and all(after[f] == before[f] for f in kept)
     assert after[scored["flow"]["flow_id"]][0] == "confirmed"
+
+
+def test_scoring_skips_what_a_rule_matches_and_counts_it_in_runs(spark, cfg, archive, model, scored, tmp_path):
+    """A rule in force when `score` runs keeps its rows out of `anomalies`; `runs.suppressed` and
+    `suppression_hits` count them. Expected: the unsuppressed warehouse's rows that match the rule, by hand."""
+    wh = str(tmp_path / "wh")
+    rule = suppressions.add_rule(spark, cfg, wh, "detector", "header-rule", "the rule is noisy this week", "ana",
+                                 at=dt.datetime.now(UTC) - dt.timedelta(minutes=1))
+    quiet(spark, cfg, archive, model, wh, chunk_days=10)
+    everything = rows(scored["wh"], "anomalies")
+    matched = [a for a in everything if a["detector"] == "header-rule"]
+    assert matched  # the sample plants protocols that fail the header rule
+    kept = rows(wh, "anomalies")
+    assert sorted(a["flow_id"] for a in kept) == sorted(a["flow_id"] for a in everything
+                                                         if a["detector"] != "header-rule")
+    runs = {r["date"]: r for r in rows(wh, "runs")}
+    for d in DAYS:
+        want = sum(a["date"] == d for a in matched)
+        assert runs[d]["suppressed"] == want
+        assert runs[d]["anomalies"] == sum(a["date"] == d for a in kept)
+        assert runs[d]["rule_flagged"] == 0
+    hits = {(h["date"], h["rule_id"]): h["flows"] for h in rows(wh, "suppression_hits")}
+    assert hits == {(d, rule["rule_id"]): n for d in DAYS
+                    if (n := sum(a["date"] == d for a in matched))}

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portprint.jobs.report import TREND_COLUMNS, detector_counts, latest_per_date, plot_trend, trend_frame
 from portprint.jobs.warehouse.tables import RUNS, spark_schema
+from portprint.jobs.warehouse.views import TREND_COLUMNS, detector_counts, latest_per_date, plot_trend, trend_frame
 
 pytestmark = pytest.mark.slow
 UTC = dt.timezone.utc

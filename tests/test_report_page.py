@@ -18,7 +18,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from markdown_it import MarkdownIt
 
-from portprint.jobs.report_page import collect, frames_from_warehouse, write_report
+from portprint.jobs.report import collect, frames_from_warehouse, write_report
 from portprint.jobs.warehouse.tables import ANOMALIES, PATTERNS, RUNS, SUPPRESSIONS, VERDICTS
 
 pytestmark = pytest.mark.slow
@@ -255,9 +255,11 @@ def test_the_report_side_never_imports_torch(report, tmp_path):
                         if line.startswith(("from portprint", "import portprint")))
     code = f"""
 import json, sys
-from portprint.jobs import export, report_page, sql, suppressions, triage, render, report
+from portprint.jobs import export, report, sql, suppress, triage
+from portprint.jobs.engine import render
+from portprint.jobs.warehouse import views
 {imports}
-report_page.write_files(json.load(open({str(tmp_path / 'data.json')!r})), {str(tmp_path / 'out')!r})
+report.write_files(json.load(open({str(tmp_path / 'data.json')!r})), {str(tmp_path / 'out')!r})
 bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m == 'portprint.udfs.scoring')
 print(json.dumps(bad))
 """

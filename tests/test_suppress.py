@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portprint.jobs.render import csv_cell, md, text
+from portprint.jobs.engine.render import csv_cell, md, text
 from portprint.jobs.warehouse.tables import ANOMALIES
 from portprint.udfs.suppress import Rule, RuleError, normalise, rules_from_rows, suppressed_by, suppressed_rows
 

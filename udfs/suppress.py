@@ -1,6 +1,6 @@
 """Suppression rules and what they match: pure pyarrow/numpy/ipaddress, no Spark. Called by scoring (rows a
 rule suppresses are not written, but counted), by the `anomalies_triaged` view (jobs/triage.py, through
-mapInArrow) and by `portprint suppress` (jobs/suppressions.py) to validate a rule before it is stored.
+mapInArrow) and by `portprint suppress` (jobs/suppress.py) to validate a rule before it is stored.
 
 Semantics, stated once:
 - ``domain``: a label boundary. ``example.com`` covers ``example.com`` itself and every name under it

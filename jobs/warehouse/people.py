@@ -1,6 +1,6 @@
 """Part of the Sink: where each warehouse table lives, and appends to the unpartitioned tables people write
 (verdicts, suppressions, the export cursor). Called by jobs/warehouse/__init__.py, jobs/triage.py,
-jobs/suppressions.py, jobs/export.py and jobs/sql.py.
+jobs/suppress.py, jobs/export.py and jobs/sql.py.
 
 Torch-free on purpose: the analysts' side (sql, notebooks, report, export) never loads the models.
 """
