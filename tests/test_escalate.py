@@ -8,7 +8,6 @@ import collections
 import dataclasses
 import itertools
 import math
-import struct
 
 import dns.message
 import dns.name
@@ -120,7 +119,8 @@ def background(rng: np.random.Generator, clients: int = 30, each: int = 40, odd_
 def test_shape_needs_enough_distinct_long_tokens_in_one_group_and_adds_clients_up_at_zone_level():
     s = EscalateConf()
     token = "k" + "3q" * 25  # 51 bytes of base32: past the prefix with its domain
-    few = [(DAY, "10.0.0.7", "10.0.0.53", f"{j:02d}{token}.t.example.net.", "A", 1) for j in range(s.shape_min_names - 1)]
+    few = [(DAY, "10.0.0.7", "10.0.0.53", f"{j:02d}{token}.t.example.net.", "A", 1)
+           for j in range(s.shape_min_names - 1)]
     _, chosen, _ = decide(few, [math.nan] * len(few))
     assert chosen.num_rows == 0
     more = [*few, (DAY, "10.0.0.8", "10.0.0.53", f"99{token}.t.example.net.", "A", 1)]

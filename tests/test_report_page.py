@@ -18,7 +18,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from markdown_it import MarkdownIt
 
-from portprint.jobs.report import collect, frames_from_warehouse, write_report
+from portprint.jobs.report import write_report
 from portprint.jobs.warehouse.tables import ANOMALIES, PATTERNS, RUNS, SUPPRESSIONS, VERDICTS
 
 pytestmark = pytest.mark.slow

@@ -31,6 +31,7 @@ HARD_GOAL = 0.005        # no hard-benign category above this, both settings
 @pytest.fixture(scope="module")
 def results(spark, tmp_path_factory):
     import tunnel_eval
+
     from portprint.conf.config import load_config
 
     work = os.environ.get("PORTPRINT_SHIFT_WORK") or str(tmp_path_factory.mktemp("shift"))
