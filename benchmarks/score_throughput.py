@@ -322,8 +322,8 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
     from portprint.jobs.archive.plan import plan_archive
     from portprint.jobs.archive.rowgroups import Reader, tasks
     from portprint.udfs import escalate
-    from portprint.udfs.detect import detect_tables, pairs_on
-    from portprint.udfs.schemas import ANOMALY, CANDIDATE, COUNTS, EVIDENCE, FLOW_COLUMNS, KIND, OUT
+    from portprint.udfs.detect import detect_tables, has_payload
+    from portprint.udfs.schemas import ANOMALY, COUNTS, FLOWS_IN, KIND, OUT
     from portprint.udfs.scoring import load_model
 
     if cfg.archive.prefix_encoding != "binary":
@@ -334,7 +334,8 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
     tiny = pa.table({"flow_id": ["w"], "ts": pa.array([0], pa.timestamp("us", tz="UTC")), "src_ip": ["a"],
                      "dst_ip": ["b"], "src_port": pa.array([1], pa.int32()), "dst_port": pa.array([53], pa.int32()),
                      "proto": pa.array([17], pa.int32()), "orig_payload_prefix": [b"\0" * 12 + b"\x01a\x00\x00\x01"],
-                     "orig_bytes": pa.array([17], pa.int64()), "date": ["2000-01-01"]})
+                     "orig_bytes": pa.array([17], pa.int64()), "orig_pkts": pa.array([1], pa.int64()),
+                     "date": ["2000-01-01"]})
     list(detect(iter([tiny])))  # load the numba kernels before the clock starts, as the Spark workers have
     torch.set_num_threads(2)
 
@@ -347,17 +348,15 @@ def plain_pass(archive: str, model_dir: str, out_file: str, cfg: Any) -> dict[st
         kinds = out[KIND]
         flagged = [out.filter(pc.equal(kinds, ANOMALY))]
         counts = out.filter(pc.equal(kinds, COUNTS))
-        if pairs_on(art, cfg):
-            ev = out.filter(pc.equal(kinds, EVIDENCE)).select(["date", "src_ip", "dst_ip", "_names", "_odd", "_kept"])
-            chosen = escalate.decide(escalate.merge(ev.rename_columns(escalate.EVIDENCE.names)),
-                                     art.meta.qname["odd_rate"], cfg.pairs.min_share, cfg.pairs.alpha)
-            if chosen.num_rows:
-                # One slice: every escalated pair is covered by its candidates, as most are in the Spark job.
-                pairs = chosen.select(list(escalate.PAIR))
-                cand = out.filter(pc.equal(kinds, CANDIDATE)).join(pairs, list(escalate.PAIR), join_type="left semi")
-                rows = cand.rename_columns([{"_prefix": "orig_payload_prefix", "_orig_bytes": "orig_bytes"}.get(c, c)
-                                            for c in cand.column_names]).select(list(FLOW_COLUMNS))
-                flagged.append(escalate.judge(rows, art, cfg, "plain", 0))
+
+        def again(pairs: pa.Table) -> pa.Table:  # the groups' flows read again, as the Source's flows(pairs)
+            t = pa.concat_tables([reader.scoped(p, rg, d) for p, rg, d in work]).cast(FLOWS_IN)
+            t = t.filter(has_payload(t["orig_payload_prefix"]))
+            return t.join(pairs, ["date", "src_ip", "dst_ip"], join_type="left semi", use_threads=False)
+
+        if cfg.escalate.enabled:
+            found_t, _chosen, _history = escalate.plain(out, art, cfg, "plain", 0, flows=again)
+            flagged.append(found_t.filter(pc.equal(found_t[KIND], ANOMALY)))
         found = pa.concat_tables(flagged)
         pq.write_table(found.select(["flow_id", "detector"]), out_file)
         seconds = time.monotonic() - t0

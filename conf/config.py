@@ -49,6 +49,7 @@ class Columns:
     proto: str = "proto"
     orig_payload_prefix: str = "orig_payload_prefix"
     orig_bytes: str = "orig_bytes"
+    orig_pkts: str | None = "orig_pkts"  # optional: null (or absent from the files) turns the socket rule off
     date: str = "date"
 
 
@@ -108,13 +109,33 @@ class ThresholdConf:
 
 
 @dataclass(frozen=True)
-class PairsConf:
-    """Pair escalation (udfs/escalate.py): a day of mostly odd, new names between two hosts is a tunnel."""
+class EscalateConf:
+    """The Escalate stage (udfs/escalate.py): which groups of a day's names are a DNS tunnel. The split each value
+    was chosen on is in docs/detection.md."""
 
     enabled: bool = True
-    odd_rate: float = 0.1      # a name is odd above the held-out (1 - odd_rate) quantile (set at training)
-    min_share: float = 0.5     # escalate when at least this share of a pair's distinct names is odd ...
-    alpha: float = 0.01        # ... and so many odd names has probability <= alpha / pairs that day
+    # shape: enough distinct names no host name has (site-independent; needs no training window)
+    shape_hex: int = 50            # a hex token (between '-'/'_') this long, longer than any hash in a label ...
+    shape_text: int = 40           # ... or another encoded token (base32, base64, binary) this long, not words ...
+    shape_min_names: int = 8       # ... in at least this many distinct names of the group
+    shape_min_share: float = 0.1   # ... and this share of them
+    zone_level: bool = True        # the shape rule over all clients of a group too (spread exfiltration)
+    # socket: one UDP socket kept open for many datagrams whose visible name is data-like
+    socket_pkts: int = 8           # client datagrams in one flow (needs archive.columns.orig_pkts)
+    socket_label: int = 8          # a carrier record type's label this long counts as data-like
+    socket_quiet_groups: int = 3   # a client with such long flows of ordinary names in this many groups reuses a port
+    companion_bytes: int = 8       # in a shape/socket group, new names with this many non-word data bytes go along
+    # session: many new names of one client and registered domain carry one id-like token (polling, a session id)
+    session_min_names: int = 20
+    session_share: float = 0.5
+    # odd: the question model's view, with the day's own base rate
+    odd: bool = True
+    odd_rate: float = 0.1          # training: a name is odd above the held-out (1 - odd_rate) quantile
+    odd_min_share: float = 0.5     # a client's group escalates when at least this share of its names is odd-new ...
+    alpha: float = 0.01            # ... and that many has probability <= alpha / groups that day
+    odd_min_bytes: int = 12        # an odd name counts when its label data holds this many bytes, not words
+    max_asks: int = 2              # ... and the client asked it at most this many times that day
+    odd_quiet_above: float = 0.3   # a day whose odd share of names is above this is one the model does not describe
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,7 @@ class OutputConf:
     verdicts: str = "verdicts"
     suppressions: str = "suppressions"
     suppression_hits: str = "suppression_hits"
+    escalation_history: str = "escalation_history"
     exported: str = "exported"
     writer: str = "auto"
     top_bytes: int = 3
@@ -195,7 +217,7 @@ class Config:
     features: FeatureConf = field(default_factory=FeatureConf)
     model: ModelConf = field(default_factory=ModelConf)
     threshold: ThresholdConf = field(default_factory=ThresholdConf)
-    pairs: PairsConf = field(default_factory=PairsConf)
+    escalate: EscalateConf = field(default_factory=EscalateConf)
     output: OutputConf = field(default_factory=OutputConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     promote: PromoteConf = field(default_factory=PromoteConf)
@@ -221,9 +243,18 @@ class Config:
             (self.output.writer in ("auto", "spark", "delta-rs"), "output.writer must be auto, spark or delta-rs"),
             (self.model.qname_known_max >= 0, "model.qname_known_max must be 0 or more"),
             (self.model.window_days >= 0, "model.window_days must be 0 (every date) or more"),
-            (0 < self.pairs.odd_rate < 0.5, "pairs.odd_rate must be in (0, 0.5)"),
-            (self.pairs.odd_rate < self.pairs.min_share <= 1, "pairs.min_share must be above odd_rate and at most 1"),
-            (0 < self.pairs.alpha < 1, "pairs.alpha must be in (0, 1)"),
+            (0 < self.escalate.odd_rate < 0.5, "escalate.odd_rate must be in (0, 0.5)"),
+            (self.escalate.odd_rate < self.escalate.odd_min_share <= 1,
+             "escalate.odd_min_share must be above odd_rate and at most 1"),
+            (0 < self.escalate.alpha < 1, "escalate.alpha must be in (0, 1)"),
+            (0 < self.escalate.shape_min_share <= 1, "escalate.shape_min_share must be in (0, 1]"),
+            (0 < self.escalate.session_share <= 1 and self.escalate.session_min_names >= 2,
+             "escalate.session_share must be in (0, 1] and session_min_names at least 2"),
+            (min(self.escalate.shape_hex, self.escalate.shape_text, self.escalate.shape_min_names,
+                 self.escalate.socket_pkts, self.escalate.socket_quiet_groups, self.escalate.max_asks) >= 1,
+             "escalate.shape_hex, shape_text, shape_min_names, socket_pkts, socket_quiet_groups and max_asks must "
+             "be at least 1"),
+            (0 < self.escalate.odd_quiet_above < 1, "escalate.odd_quiet_above must be in (0, 1)"),
             (0 < self.threshold.qname_target_fpr < 0.5, "threshold.qname_target_fpr must be in (0, 0.5)"),
             (self.spark.arrow_batch_rows > 0 and self.spark.torch_threads_per_task > 0 and self.spark.rows_per_task > 0,
              "spark.arrow_batch_rows, spark.torch_threads_per_task and spark.rows_per_task must be positive"),

@@ -103,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="score archive dates and write the anomalies and runs Delta tables",
                        description="Score every port-53 flow of the dates in range with the header rule, the "
-                                   "header model and the question model; then judge each day's client-server "
-                                   "pairs together (qname-pair: a day of mostly odd, new names to one server is "
-                                   "a tunnel). A date's anomalies are replaced in one Delta commit, so reruns "
-                                   "never duplicate rows.")
+                                   "header model and the question model; then judge each day's names together, "
+                                   "per client and registered domain (tunnel: many names no host name has, one "
+                                   "UDP socket kept open with data-like names, or a day of odd new names). A "
+                                   "date's anomalies are replaced in one Delta commit, so reruns never duplicate "
+                                   "rows.")
     p.add_argument("--flows", required=True, metavar="ARCHIVE", help="flow archive root")
     p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
     _registry(p)

@@ -35,7 +35,7 @@ from portprint.models.metrics import (
     roc_auc,
     roc_curve,
 )
-from portprint.udfs.detect import pairs_on
+from portprint.udfs.detect import escalating
 from portprint.udfs.schemas import ANOMALY, FIRED, SCORES
 from portprint.udfs.scoring import load_model
 
@@ -56,9 +56,10 @@ class Scored:
     skipped: dict[str, int]
     qloss: np.ndarray | None = None  # NaN where the question model does not judge; None without one
     category: np.ndarray | None = None  # labels' optional `category` column ("" where absent)
-    pair: np.ndarray | None = None  # flagged by pair escalation (udfs/escalate.py); None when it is off
+    tunnel: np.ndarray | None = None  # flagged by the Escalate stage (udfs/escalate.py); None when it is off
     model: np.ndarray | None = None
     qmodel: np.ndarray | None = None
+    family: np.ndarray | None = None  # labels' optional `family` column (tunnel tool family; "" where absent)
     dates: tuple[str, ...] = ()  # the archive dates scored
 
     @property
@@ -67,12 +68,12 @@ class Scored:
         out = self.rule | self.model
         if self.qmodel is not None:
             out = out | self.qmodel
-        return out | self.pair if self.pair is not None else out
+        return out | self.tunnel if self.tunnel is not None else out
 
 
 def read_labels(path: str) -> pa.Table:
-    """flow_id,label (and category, if present) from Parquet or CSV, with each flow's date (YYYY-MM-DD) from a
-    `date` or `ts` column (null when the file has neither)."""
+    """flow_id,label (and category, family, if present) from Parquet or CSV, with each flow's date (YYYY-MM-DD)
+    from a `date` or `ts` column (null when the file has neither)."""
     if not os.path.exists(path):
         raise ArchiveError(f"labels file {path} does not exist")
     try:
@@ -85,8 +86,10 @@ def read_labels(path: str) -> pa.Table:
                            f"they need flow_id,label (columns present: {', '.join(table.column_names)})")
     category = (pc.fill_null(table["category"].cast(pa.string()), "") if "category" in table.column_names
                 else pa.array([""] * table.num_rows, pa.string()))
+    family = (pc.fill_null(table["family"].cast(pa.string()), "") if "family" in table.column_names
+              else pa.array([""] * table.num_rows, pa.string()))
     table = pa.table({"flow_id": table["flow_id"].cast(pa.string()), "label": table["label"].cast(pa.string()),
-                      "category": category, "date": _dates_of(table)})
+                      "category": category, "family": family, "date": _dates_of(table)})
     if pc.count_distinct(table["flow_id"]).as_py() != table.num_rows:
         raise ArchiveError(f"labels {path} name some flow_id more than once; give each flow one label")
     return table
@@ -110,7 +113,7 @@ def labelled_dates(labels: pa.Table) -> list[str] | None:
 def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Table, model_dir: str,
                    start: str | None, end: str | None, dates: list[str] | None = None) -> tuple[Scored, object]:
     """Score the archive's in-scope flows exactly as `score` does (the same Source, Detect and Escalate), keep
-    every flow's losses, and join the labels. Pair escalation judges a pair's whole day, so every in-scope flow
+    every flow's losses, and join the labels. Escalation judges a group's whole day, so every in-scope flow
     of the range (or of ``dates``) is scored, labelled or not."""
     art = load_model(model_dir)
     if dates is not None:
@@ -126,21 +129,29 @@ def score_labelled(spark: SparkSession, cfg: Config, flows: str, labels: pa.Tabl
         pipeline.detect(source, art, cfg, "evaluate", 0, stage, scores=True)
         pipeline.escalate(source, art, cfg, "evaluate", 0, stage)
         every = stage.table((SCORES,), ["flow_id", "loss", "qname_loss", FIRED])
-        pair_ids = stage.table((ANOMALY,), ["flow_id", "detector"])
-    pair_ids = pair_ids.filter(pc.equal(pair_ids["detector"], "qname-pair"))["flow_id"]
-    every = every.append_column("_pair", pc.is_in(every["flow_id"], value_set=pair_ids))
+        found = stage.table((ANOMALY,), ["flow_id", "detector"])
+    return joined(every, found, labels, art, cfg, _skipped(spark, cfg, source.plan, labels),
+                  tuple(source.plan.dates)), art
+
+
+def joined(every: pa.Table, found: pa.Table, labels: pa.Table, art, cfg: Config, skipped: dict[str, int],
+           dates: tuple[str, ...] = ()) -> Scored:
+    """Scored from Detect's SCORES rows (every scored flow) and the anomaly rows (for the tunnel detector's),
+    joined with the labels: shared by `evaluate` and benchmarks/tunnel_eval.py (its plain pass)."""
+    tunnel_ids = found.filter(pc.equal(found["detector"], "tunnel"))["flow_id"]
+    every = every.append_column("_tunnel", pc.is_in(every["flow_id"], value_set=tunnel_ids))
     table = every.join(labels, "flow_id", join_type="inner", use_threads=False).sort_by("flow_id")
     fired = table[FIRED].to_numpy()
     qloss = pc.fill_null(table["qname_loss"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
-    result = Scored(table["flow_id"].to_numpy(zero_copy_only=False).astype(str),
-                    table["label"].to_numpy(zero_copy_only=False).astype(str),
-                    table["loss"].to_numpy(), (fired & 1) > 0, _skipped(spark, cfg, source.plan, labels),
-                    qloss if art.has_qname else None,
-                    table["category"].to_numpy(zero_copy_only=False).astype(str),
-                    # Pair escalation adds only flows no per-flow detector flagged, as in `score`.
-                    table["_pair"].to_numpy(zero_copy_only=False) if pairs_on(art, cfg) else None,
-                    (fired & 2) > 0, (fired & 4) > 0 if art.has_qname else None, tuple(source.plan.dates))
-    return result, art
+    return Scored(table["flow_id"].to_numpy(zero_copy_only=False).astype(str),
+                  table["label"].to_numpy(zero_copy_only=False).astype(str),
+                  table["loss"].to_numpy(), (fired & 1) > 0, skipped,
+                  qloss if art.has_qname else None,
+                  table["category"].to_numpy(zero_copy_only=False).astype(str),
+                  # Escalation adds only flows no per-flow detector flagged, as in `score`.
+                  table["_tunnel"].to_numpy(zero_copy_only=False) if escalating(cfg) else None,
+                  (fired & 2) > 0, (fired & 4) > 0 if art.has_qname else None,
+                  table["family"].to_numpy(zero_copy_only=False).astype(str), tuple(dates))
 
 
 def _skipped(spark: SparkSession, cfg: Config, plan, labels: pa.Table) -> dict[str, int]:
@@ -174,8 +185,19 @@ def _upper95(flagged: int, n: int) -> float:
     return min(1.0, (p + z * z / (2 * n) + z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n))
 
 
+def _lower95(flagged: int, n: int) -> float:
+    """One-sided 95% lower bound on a rate seen as flagged/n (the upper bound of the misses, mirrored)."""
+    return float("nan") if n == 0 else 1.0 - _upper95(n - flagged, n)
+
+
 def _by_category(cat: np.ndarray, flags: np.ndarray) -> dict:
-    return {c: {"flows": int((cat == c).sum()), "flagged": int(flags[cat == c].sum())} for c in sorted(set(cat))}
+    """Per category: flows, flagged, the rate and its 95% bounds."""
+    out = {}
+    for c in sorted(set(cat.tolist())):
+        n, k = int((cat == c).sum()), int(flags[cat == c].sum())
+        out[c] = {"flows": n, "flagged": k, "rate": k / n if n else float("nan"), "upper95": _upper95(k, n),
+                  "lower95": _lower95(k, n)}
+    return out
 
 
 def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -> dict:
@@ -184,7 +206,7 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
     has_q = s.qmodel is not None and qname_threshold is not None
     qloss = np.nan_to_num(s.qloss, nan=0.0) if has_q else np.zeros(len(s.loss))
     qmodel = s.qmodel if has_q else np.zeros(len(s.loss), bool)
-    pair = s.pair if s.pair is not None else np.zeros(len(s.loss), bool)
+    tunnel_det = s.tunnel if s.tunnel is not None else np.zeros(len(s.loss), bool)
     combined = s.flagged
     benign, attack, tunnel = s.label == BENIGN, attack_mask(s.label), s.label == TUNNEL
     category = s.category if s.category is not None else np.full(len(s.label), "")
@@ -194,7 +216,8 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
         sel = s.label == lab
         row["rule_flagged"] = int(s.rule[sel].sum())
         row["model_flagged"] = int(model[sel].sum())
-        row["qname_flagged"] = int((qmodel | pair)[sel].sum())  # the question model, alone or by pair
+        row["qname_flagged"] = int(qmodel[sel].sum())  # the question model alone
+        row["tunnel_flagged"] = int(tunnel_det[sel].sum())  # the Escalate stage
     # One score for the combined decision: each model's loss over its threshold (> 1 flags), and the
     # rule, which has no threshold, as "always above" when it fires.
     ratio = s.loss / threshold
@@ -219,12 +242,16 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
             at[f"{target:g}"] |= {"qname_threshold": th_q, "qname_tunnel_recall": rec_q}
     protocols = {lab: row["rate"] for lab, row in rates.items() if attack[s.label == lab].all()}
     n_benign, fp = int(benign.sum()), int(combined[benign].sum())
+    family = s.family if s.family is not None else np.full(len(s.label), "")
+    # Recall per tunnel tool family (the labels' `family`; a tunnel without one counts under its category).
+    fam = np.where(family == "", category, family)
+    by_family = _by_category(fam[tunnel], combined[tunnel]) if tunnel.any() else {}
     # Rule and header model together: what the first bytes alone decide (the evaluation issue's test).
     detectors = {"header-rule": summary(s.rule), "header-model": summary(model), "header-both": summary(s.rule | model)}
     if has_q:
         detectors["qname-model"] = summary(qmodel)
-    if s.pair is not None:
-        detectors["qname-pair"] = summary(pair)
+    if s.tunnel is not None:
+        detectors["tunnel"] = summary(tunnel_det)
     detectors["combined"] = summary(combined)
     return {
         "threshold": threshold,
@@ -236,7 +263,10 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
         "recall_per_protocol": protocols,
         "tunnel": {"flows": int(tunnel.sum()), "flagged": int(combined[tunnel].sum()),
                    "recall": float(combined[tunnel].mean()) if tunnel.any() else None,
-                   "by_category": _by_category(category[tunnel], combined[tunnel])},
+                   "by_category": _by_category(category[tunnel], combined[tunnel]),
+                   "by_family": by_family,
+                   "family_mean": float(np.mean([v["rate"] for v in by_family.values()])) if by_family else None},
+        "genuine_by_category": _by_category(category[benign], combined[benign]),
         "hard_benign": {"flows": int(hard.sum()), "flagged": int(combined[hard].sum()),
                         "fpr": float(combined[hard].mean()) if hard.any() else None,
                         "by_category": _by_category(category[hard], combined[hard])},
@@ -251,10 +281,11 @@ def metrics(s: Scored, threshold: float, qname_threshold: float | None = None) -
 
 def format_table(ev: dict) -> str:
     """The stdout table: one line per label and detector, then the headline numbers."""
-    lines = [f"{'label':<14}{'flows':>9}{'flagged':>9}{'rate':>9}{'rule':>8}{'model':>8}{'qname':>8}"]
+    lines = [f"{'label':<14}{'flows':>9}{'flagged':>9}{'rate':>9}{'rule':>8}{'model':>8}{'qname':>8}{'tunnel':>8}"]
     for lab, row in sorted(ev["per_label"].items(), key=lambda kv: (kv[0] != BENIGN, kv[0] == TUNNEL, kv[0])):
         lines.append(f"{inert(lab):<14}{row['flows']:>9}{row['flagged']:>9}{row['rate']:>9.4f}"
-                     f"{row['rule_flagged']:>8}{row['model_flagged']:>8}{row.get('qname_flagged', 0):>8}")
+                     f"{row['rule_flagged']:>8}{row['model_flagged']:>8}{row.get('qname_flagged', 0):>8}"
+                     f"{row.get('tunnel_flagged', 0):>8}")
     lines.append("")
     for name, d in ev["detectors"].items():
         tunnel = "" if d["tunnel_recall"] is None else f"  tunnel recall {d['tunnel_recall']:.4f}"
@@ -264,13 +295,16 @@ def format_table(ev: dict) -> str:
                  f"{ev['per_label'].get(BENIGN, {}).get('flows', 0)} flows)")
     hb = ev["hard_benign"]
     if hb["flows"]:
-        cats = ", ".join(f"{inert(c)} {v['flagged']}/{v['flows']}" for c, v in hb["by_category"].items())
-        lines.append(f"hard-benign names: {hb['flagged']}/{hb['flows']} flagged, false-positive rate {hb['fpr']:.5f} "
-                     f"({cats})")
+        lines.append(f"hard-benign names: {hb['flagged']}/{hb['flows']} flagged, false-positive rate {hb['fpr']:.5f}; "
+                     "per category (95% upper bound):")
+        lines += [f"  {inert(c):<22}{v['flagged']:>6}/{v['flows']:<7} {v['rate']:.4%} (<= {v['upper95']:.3%})"
+                  for c, v in hb["by_category"].items()]
     tu = ev["tunnel"]
     if tu["flows"]:
-        cats = ", ".join(f"{inert(c)} {v['flagged']}/{v['flows']}" for c, v in tu["by_category"].items())
-        lines.append(f"dns-tunnel: {tu['flagged']}/{tu['flows']} flagged, recall {tu['recall']:.4f} ({cats})")
+        lines.append(f"dns-tunnel: {tu['flagged']}/{tu['flows']} flagged, recall {tu['recall']:.4f}; mean over "
+                     f"families {tu['family_mean']:.4f}; per family (95% lower bound):")
+        lines += [f"  {inert(c):<22}{v['flagged']:>6}/{v['flows']:<7} {v['rate']:.2%} (>= {v['lower95']:.2%})"
+                  for c, v in tu["by_family"].items()]
     lines.append(f"ROC-AUC combined {ev['roc_auc']:.5f}, header model alone {ev['roc_auc_model']:.5f}"
                  + (f"; question model on tunnels {ev['roc_auc_qname_tunnel']:.5f}"
                     if ev.get("roc_auc_qname_tunnel") is not None else ""))

@@ -39,7 +39,7 @@ from portprint.jobs.warehouse.tables import EXPORTED
 KEY = ("flow_id", "detector", "date")
 # event.severity (ECS: numeric, meaning set by the source): how sure a detector's verdict is that this is not
 # the site's DNS. The rule's breach of the protocol and a pair's day of odd names weigh most.
-SEVERITY = {"header-rule": 73, "qname-pair": 73, "qname-model": 63, "header-model": 47}
+SEVERITY = {"header-rule": 73, "tunnel": 73, "qname-model": 63, "header-model": 47}
 LEFT_OUT = ("suppressed", "benign")
 CSV_COLUMNS = (
     "@timestamp", "event.id", "event.kind", "event.category", "event.type", "event.severity", "event.module",

@@ -32,9 +32,11 @@ PERIOD_DAYS = 14
 TOP = 25  # rows shown per list; the count of the rest is stated
 PLOTS = ("trend.png", "detectors.png")
 BLIND_SPOTS = (
-    "A tunnel of a few queries a day, each ordinary-looking, is below both the per-name threshold and pair "
-    "escalation (it needs a handful of odd names).",
-    "A tunnel that spreads its queries over many resolvers or source addresses dilutes each client-server pair.",
+    "A tunnel whose names look like hash lookups (short hex or base32 labels: beacons, low-and-slow exfiltration) "
+    "is caught only by the odd rule, which needs a question model trained on traffic like the day's and goes quiet "
+    "when the day differs in kind.",
+    "A tunnel that spreads names of hash-like labels over many source addresses is not caught: only names no host "
+    "name has (long encoded labels) add up over all clients.",
     "Names of one or two labels are not judged by the question model, so a tunnel client that sends such names "
     "straight to its own server on port 53 is not seen by it.",
     "Only the stored prefix is seen (the first bytes a client sent): a name longer than the prefix is judged on "
@@ -47,7 +49,7 @@ BLIND_SPOTS = (
 
 @dataclass
 class Frames:
-    """The tables a report reads (extra columns in anomalies, e.g. a pair's evidence, are shown when present)."""
+    """The tables a report reads."""
     runs: DataFrame
     anomalies: DataFrame
     patterns: DataFrame
@@ -151,17 +153,17 @@ def collect(f: Frames, start: str | None = None, end: str | None = None, at: dt.
                 for r in new_patterns.withColumns({"first": F.unix_micros("first_seen"),
                                                    "last": F.unix_micros("last_seen")}).limit(TOP).collect()]
 
-    # Escalated pairs with their evidence; extra pair_* columns of anomalies are shown when present.
-    extra = sorted(c for c in in_period.columns if c.startswith("pair_"))
-    pairs_df = (in_period.where(F.col("detector") == "qname-pair").groupBy("date", "src_ip", "dst_ip")
-                .agg(F.count(F.lit(1)).alias("flows"), F.count_distinct("qname").alias("names"),
-                     F.max("qname_score").alias("max_qname_score"),
-                     F.percentile_approx("qname_score", 0.5).alias("median_qname_score"),
-                     F.slice(F.array_sort(F.collect_set("qname")), 1, 3).alias("examples"),
-                     *[F.max(c).alias(c) for c in extra])
-                .orderBy(F.col("flows").desc(), "date", "src_ip", "dst_ip"))
-    n_pairs = pairs_df.count()
-    pairs = [r.asDict() for r in pairs_df.limit(TOP).collect()]
+    # Escalated name groups (detector tunnel) with the evidence their rows carry (the escalation_* columns).
+    client = F.when(F.col("escalation_level") == "zone", F.lit("all clients")).otherwise(F.col("src_ip"))
+    tunnels_df = (in_period.where(F.col("detector") == "tunnel").withColumn("client", client)
+                  .groupBy("date", "escalation_group", "client", "escalation")
+                  .agg(F.count(F.lit(1)).alias("flows"), F.count_distinct("src_ip").alias("sources"),
+                       F.max("escalation_names").alias("names"), F.max("escalation_hits").alias("hits"),
+                       F.max("escalation_bytes").alias("label_bytes"), F.max("escalation_reason").alias("reason"),
+                       F.slice(F.array_sort(F.collect_set("qname")), 1, 3).alias("examples"))
+                  .orderBy(F.col("flows").desc(), "date", "escalation_group", "client"))
+    n_tunnels = tunnels_df.count()
+    tunnels = [r.asDict() for r in tunnels_df.limit(TOP).collect()]
 
     # Triage over the period's anomalies, as the rules stand at `at`.
     view = triage.triaged(in_period, f.verdicts, f.rules, at)
@@ -200,7 +202,7 @@ def collect(f: Frames, start: str | None = None, end: str | None = None, at: dt.
         "daily": daily, "models": models,
         "model_changes": [r["date"] for r in used if r["model_changed"]],
         "new_patterns": patterns, "new_patterns_total": n_new,
-        "pairs": pairs, "pairs_total": n_pairs, "pair_evidence_columns": extra,
+        "tunnels": tunnels, "tunnels_total": n_tunnels,
         "triage": {"by_status": {s: int(status.get(s, 0)) for s in triage.TRIAGE_STATUSES},
                    "verdicts_applied": len(waits),
                    "median_hours_to_verdict": statistics.median(waits) if waits else None,
@@ -245,10 +247,9 @@ def _sections(d: dict) -> list[tuple[str, str, list[str], list[list[str]], list[
     models = [[m["model_version"], m["from"], m["to"], str(m["dates"])] for m in d["models"]]
     pats = [[p["pattern"], p["detector"], p["first_seen"], p["last_seen"], _n(p["flows"]), _n(p["sources"]),
              _n(p["destinations"]), p["example"] or ""] for p in d["new_patterns"]]
-    ev = d["pair_evidence_columns"]
-    pairs = [[p["date"], p["src_ip"], p["dst_ip"], _n(p["flows"]), _n(p["names"]), _f(p["median_qname_score"], 2),
-              _f(p["max_qname_score"], 2), *[str(p.get(c)) for c in ev], " | ".join(p["examples"] or [])]
-             for p in d["pairs"]]
+    tunnels = [[p["date"], p["escalation_group"], p["client"], p["escalation"], _n(p["flows"]), _n(p["sources"]),
+                _n(p["names"]), _n(p["hits"]), _n(p["label_bytes"]), " | ".join(p["examples"] or []), p["reason"] or ""]
+               for p in d["tunnels"]]
     t = d["triage"]
     tri = [[s, _n(n)] for s, n in t["by_status"].items()]
     o = t["oldest_untriaged"]
@@ -276,9 +277,9 @@ def _sections(d: dict) -> list[tuple[str, str, list[str], list[list[str]], list[
         ("patterns", "New patterns of the period", ["pattern", "detector", "first seen", "last seen", "flows",
                                                      "sources", "destinations", "example prefix (printable)"], pats,
          more(d["new_patterns_total"], len(pats))),
-        ("pairs", "Escalated client-server pairs (qname-pair)",
-         ["date", "client", "server", "flows", "distinct names", "median qname_score", "max qname_score", *ev,
-          "example names"], pairs, more(d["pairs_total"], len(pairs))),
+        ("tunnels", "Escalated name groups (tunnel)",
+         ["date", "group", "client", "rule", "flows", "sources", "distinct names", "names the rule counted",
+          "label bytes", "example names", "why"], tunnels, more(d["tunnels_total"], len(tunnels))),
         ("triage", "Triage", ["status", "anomalies"], tri, tri_notes),
         ("suppressions", "Suppressions: what each rule hid", ["rule", "kind", "value", "reason", "by", "created",
                                                               "expires", "state", "hidden now (period)",
@@ -433,7 +434,7 @@ def draw_plots(d: dict, out_dir: str) -> dict[str, str]:
     finish(fig, ax, "trend.png", "anomalies")
 
     fig, ax = plt.subplots(figsize=(11, 3.6))
-    colors = {"header-rule": "#c62828", "header-model": "#ef6c00", "qname-model": "#2e7d32", "qname-pair": "#1565c0"}
+    colors = {"header-rule": "#c62828", "header-model": "#ef6c00", "qname-model": "#2e7d32", "tunnel": "#1565c0"}
     for k in DETECTOR_NAMES:
         if used:
             ax.plot(x, [1e5 * (r["detector_rates"][k] or 0) for r in used], "o-", color=colors[k], label=k,

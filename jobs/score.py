@@ -21,7 +21,7 @@ from portprint.jobs.engine import pipeline
 from portprint.jobs.suppress import rules_at
 from portprint.jobs.warehouse import Warehouse, full_disk, history
 from portprint.models.artifact import ModelArtifact
-from portprint.udfs.detect import pairs_on
+from portprint.udfs.escalate import odd_threshold
 from portprint.udfs.scoring import load_model
 from portprint.udfs.suppress import Rule
 
@@ -84,11 +84,12 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     log(f"portprint score: run {run_id}: {len(todo)} date(s) to score in {len(chunks)} chunk(s)"
         + (f", {len(skipped)} already scored" if skipped else "")
         + f"; model {art.meta.model_version} (threshold {art.meta.threshold:.4g}); writer {sink.writer}")
-    if cfg.pairs.enabled and art.has_qname and not pairs_on(art, cfg):
-        log(f"portprint score: model {art.meta.model_version} predates pair escalation (no odd_threshold): scoring "
-            "without it; retrain with `portprint train` to turn it on")
+    if cfg.escalate.enabled and cfg.escalate.odd and odd_threshold(art) != odd_threshold(art):  # NaN: no odd bar
+        log(f"portprint score: model {art.meta.model_version} has no question model with an odd-name bar: the "
+            "escalate odd rule is off (shape and socket rules run); retrain with `portprint train` to turn it on")
     try:
-        return _run_chunks(sink, source, art, cfg, chunks, report, flows, run_id, snapshots, rules, reasons, t0, log)
+        return _run_chunks(sink, source, art, cfg, chunks, report, flows, run_id, snapshots, rules, reasons, t0,
+                           pipeline.once(log))
     except Exception as exc:
         if (full := full_disk(exc, warehouse)) is not None:
             raise full from None
@@ -133,17 +134,19 @@ def _score_chunk(source: Source, art: ModelArtifact, cfg: Config, sink: Warehous
     dates = source.plan.dates
     with sink.stage(run_id, dates[0]) as stage:
         pipeline.detect(source, art, cfg, run_id, scored_at_us, stage, rules=rules)
-        pairs = pipeline.escalate(source, art, cfg, run_id, scored_at_us, stage, rules)
-        escalated = pairs["date"].to_pylist()
+        escalation = pipeline.escalate(source, art, cfg, run_id, scored_at_us, stage, rules)
+        escalated = escalation.escalated["date"].to_pylist()
         counts, hits = pipeline.chunk_counts(stage, source, dates)
         pipeline.say_repeated_ids(stage, log)
         rows = [base | {"date": d, "archive_snapshot": snapshots[d], "status": "succeeded", "error": None,
                         "flows_read": c["flows_read"], "flows_scored": c["_scoped"] - c["_skipped"],
                         "flows_skipped": c["_skipped"],
                         "anomalies": c["_flagged"], "model_flagged": c["_model"], "rule_flagged": c["_rule"],
-                        "qname_flagged": c["_qname"], "pairs_escalated": escalated.count(d),
-                        "suppressed": c["suppressed"], "seconds": time.monotonic() - c0, "reason": reasons[d]}
+                        "qname_flagged": c["_qname"], "tunnel_flagged": c["_tunnel"],
+                        "groups_escalated": escalated.count(d), "suppressed": c["suppressed"],
+                        "seconds": time.monotonic() - c0, "reason": reasons[d]}
                 for d, c in counts.items()]
-        sink.commit(stage, dates, rows, [h | {"run_id": run_id} for h in hits],
+        pipeline.say_blind_socket(cfg, counts, log)
+        sink.commit(stage, dates, rows, [h | {"run_id": run_id} for h in hits], escalation.history,
                     rebuild_patterns=any(reasons[d] == history.HALF for d in dates), log=log)
     return rows

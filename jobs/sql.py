@@ -19,10 +19,19 @@ from portprint.jobs import triage
 from portprint.jobs.engine.render import terminal as inert
 from portprint.jobs.warehouse import delta as delta_io
 from portprint.jobs.warehouse import people as people_tables
-from portprint.jobs.warehouse.tables import ANOMALIES, EXPORTED, PATTERNS, RUNS, SUPPRESSION_HITS, SUPPRESSIONS
+from portprint.jobs.warehouse.tables import (
+    ANOMALIES,
+    ESCALATION_HISTORY,
+    EXPORTED,
+    PATTERNS,
+    RUNS,
+    SUPPRESSION_HITS,
+    SUPPRESSIONS,
+)
 
 VIEWS = ("anomalies", "runs", "anomaly_patterns", "verdicts", "suppressions", "suppression_rules",
-         "suppression_hits", "exported", "anomalies_triaged", "verdicts_rejected", "suppressions_rejected")
+         "suppression_hits", "escalation_history", "exported", "anomalies_triaged", "verdicts_rejected",
+         "suppressions_rejected")
 
 
 def register_tables(spark: SparkSession, cfg: Config, warehouse: str, at: dt.datetime | None = None) -> str:
@@ -37,6 +46,7 @@ def register_tables(spark: SparkSession, cfg: Config, warehouse: str, at: dt.dat
                               ("anomaly_patterns", "patterns", PATTERNS),
                               ("suppressions", "suppressions", SUPPRESSIONS),
                               ("suppression_hits", "suppression_hits", SUPPRESSION_HITS),
+                              ("escalation_history", "escalation_history", ESCALATION_HISTORY),
                               ("exported", "exported", EXPORTED)):
         people_tables.read(spark, cfg, warehouse, key, schema, reader).createOrReplaceTempView(view)
     verdicts = triage.read_verdicts(spark, cfg, warehouse, reader)

@@ -237,9 +237,9 @@ def train_qname(prefix: pa.Array, proto: np.ndarray, keep: np.ndarray, dates: pa
     # asked twice can be few (the sample: a dozen) and are where the window's tunnels, if any, would be.
     cal_loss = reconstruction_loss(model_from_bytes(blob, N_QNAME_INPUTS, tuple(mc.qname_hidden)), cal, weights)
     th = calibrate(cal_loss, target, cfg.threshold.qname_method)
-    # Pair escalation's "odd" name (udfs/escalate.py): above this held-out quantile, so about odd_rate of a
-    # genuine pair's names are odd.
-    odd_rate = cfg.pairs.odd_rate
+    # The Escalate stage's "odd" name (udfs/escalate.py): above this held-out quantile, so about odd_rate of the
+    # names of traffic like the window's are odd.
+    odd_rate = cfg.escalate.odd_rate
     meta = {"feature_version": QNAME_VERSION, "n_features": N_QNAME_INPUTS, "hidden": list(mc.qname_hidden),
             "threshold": th.value, "threshold_info": th.as_dict(), "flows_used": used,
             "odd_rate": odd_rate, "odd_threshold": float(np.quantile(cal_loss, 1.0 - odd_rate)),
@@ -304,9 +304,10 @@ def _qname_card(meta: ModelMeta, qth: Threshold | None) -> str:
 - **Threshold:** {qth.value:.6g} by the **{qth.method}** method at target false-positive rate {qth.target_fpr:g}.
 - **Known names:** {q.get("known_names", 0)} names the window asked on two days or more are the site's own and are
   never flagged (a tunnel cannot repeat a name across days: each query carries new data).
-- **Pair escalation:** a name is odd above {q.get("odd_threshold", float("nan")):.4g} (the held-out
-  {1 - q.get("odd_rate", float("nan")):.0%} quantile); a client-server pair whose day is mostly odd, new names is
-  escalated (udfs/escalate.py, `pairs` in the configuration).
+- **Escalation's odd rule:** a name is odd above {q.get("odd_threshold", float("nan")):.4g} (the held-out
+  {1 - q.get("odd_rate", float("nan")):.0%} quantile); a client's group of names under one domain whose day is
+  mostly odd, new names is escalated when the day's own odd share stays near that rate (udfs/escalate.py,
+  `escalate` in the configuration).
 """
 
 

@@ -82,8 +82,8 @@ class ModelMeta:
 
 # What decides a verdict, block by block: a change to any of these is a different model (model_version).
 # Header: which bits are read and how (feature_version, width, id_mode), the network's shape and its
-# threshold. Question model: its features and shape, its threshold, and pair escalation's odd-name bar
-# (odd_threshold, set at training as the held-out 1 - odd_rate quantile; odd_rate is the binomial test's p).
+# threshold. Question model: its features and shape, its threshold, and the Escalate stage's odd-name bar
+# (odd_threshold, set at training as the held-out 1 - odd_rate quantile; odd_rate is the odd rule's least base rate).
 HEADER_VERDICT_KEYS = ("feature_version", "width", "id_mode", "hidden", "n_features", "threshold")
 QNAME_VERDICT_KEYS = ("feature_version", "n_features", "hidden", "threshold", "odd_threshold", "odd_rate")
 

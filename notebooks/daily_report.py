@@ -48,6 +48,25 @@ display(detector_counts(spark.sql("SELECT date, detector FROM anomalies")))
 
 # COMMAND ----------
 
+# MAGIC %md ## DNS tunnels: the name groups the Escalate stage escalated, with their evidence
+# MAGIC One row per day, name group (`z:<registered domain>`, or `s:<server>/<length>/<shape>` for names cut off by
+# MAGIC the prefix) and client ("all clients" for a group judged over every source): the rule that fired (shape,
+# MAGIC socket, session, odd), the group's distinct names, the names the rule counted, label bytes, and its reason.
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT date, escalation_group AS group_, CASE WHEN escalation_level = 'zone' THEN 'all clients' ELSE src_ip END
+       AS client, escalation AS rule, count(*) AS flows, count(DISTINCT src_ip) AS sources,
+       max(escalation_names) AS names, max(escalation_hits) AS counted, max(escalation_bytes) AS label_bytes,
+       min_by(qname, ts) AS example, max(escalation_reason) AS reason
+FROM anomalies WHERE detector = 'tunnel'
+GROUP BY date, escalation_group, escalation_level, CASE WHEN escalation_level = 'zone' THEN 'all clients'
+         ELSE src_ip END, escalation
+ORDER BY date DESC, flows DESC"""))
+
+# COMMAND ----------
+
 # MAGIC %md ## Triage per date: new, confirmed, benign, duplicate, suppressed (`anomalies_triaged`)
 
 # COMMAND ----------

@@ -2,13 +2,14 @@
 # MAGIC %md
 # MAGIC # portprint: analyst SQL
 # MAGIC
-# MAGIC Examples over the three tables, registered as `anomalies`, `runs` and `anomaly_patterns`:
+# MAGIC Examples over the tables, registered as `anomalies`, `runs`, `anomaly_patterns` and `escalation_history`:
 # MAGIC
 # MAGIC | table | one row per | use it for |
 # MAGIC |---|---|---|
 # MAGIC | `anomalies` | flagged flow | the evidence: who, when, which bytes, decoded header, which detector |
 # MAGIC | `runs` | date scored by a run | coverage and health: what was scored, with which model, how fast |
 # MAGIC | `anomaly_patterns` | recurring prefix pattern, all months | "when did this start, and who else does it?" |
+# MAGIC | `escalation_history` | name group and date | a domain's distinct names and clients a day; when it escalated |
 # MAGIC
 # MAGIC Each query is plain Spark SQL; copy it into a SQL editor against the Unity Catalog tables as well.
 
@@ -84,25 +85,44 @@ SELECT CASE WHEN qname_complete THEN substring_index(trim(TRAILING '.' FROM lowe
          AS parent, count(*) AS flows, count(DISTINCT src_ip) AS sources, max(round(qname_score, 1)) AS worst,
        min(ts) AS first_seen, max(ts) AS last_seen, min_by(qname, ts) AS example, collect_set(qtype) AS qtypes
 FROM anomalies
-WHERE detector IN ('qname-model', 'qname-pair') AND date >= date_sub(current_date(), 30)
+WHERE detector IN ('qname-model', 'tunnel') AND date >= date_sub(current_date(), 30)
 GROUP BY 1
 ORDER BY flows DESC
 """))
 
 # COMMAND ----------
 
-# MAGIC %md ## DNS tunnels by client and server: the pairs that pair escalation flagged, per day
-# MAGIC A tunnel is one host sending a day of new, odd names to one server (the tunnel's own, or a resolver).
+# MAGIC %md ## DNS tunnels: the name groups the Escalate stage escalated, per day, with the evidence
+# MAGIC A group is a client's names under one registered domain (z:...), or of one cut-off shape to one server (s:...);
+# MAGIC the rule that escalated it and its numbers are on every flow it flagged.
 
 # COMMAND ----------
 
 display(spark.sql("""
-SELECT date, src_ip, dst_ip, count(*) AS flows, count(DISTINCT lower(qname)) AS names,
-       min(ts) AS first_seen, max(ts) AS last_seen, min_by(qname, ts) AS example
+SELECT date, escalation_group, CASE WHEN escalation_level = 'zone' THEN 'all clients' ELSE src_ip END AS client,
+       escalation AS rule, count(*) AS flows, max(escalation_names) AS names, max(escalation_hits) AS hits,
+       max(escalation_bytes) AS label_bytes, min(ts) AS first_seen, max(ts) AS last_seen,
+       min_by(qname, ts) AS example, max(escalation_reason) AS reason
 FROM anomalies
-WHERE detector = 'qname-pair' AND date >= date_sub(current_date(), 30)
-GROUP BY date, src_ip, dst_ip
+WHERE detector = 'tunnel' AND date >= date_sub(current_date(), 30)
+GROUP BY ALL
 ORDER BY date DESC, flows DESC
+"""))
+
+# COMMAND ----------
+
+# MAGIC %md ## A name group's history: distinct names, clients and label bytes per day (escalation_history)
+
+# COMMAND ----------
+
+display(spark.sql("""
+SELECT group, min(date) AS first_seen, max(date) AS last_seen, count(*) AS days, max(names) AS most_names_a_day,
+       max(clients) AS most_clients_a_day, sum(data_bytes) AS label_bytes, max(escalated) AS ever_escalated
+FROM escalation_history
+WHERE date >= date_sub(current_date(), 90)
+GROUP BY group
+ORDER BY days DESC, most_names_a_day DESC
+LIMIT 100
 """))
 
 # COMMAND ----------

@@ -74,7 +74,7 @@ def test_chunks_give_the_same_tables_as_one_pass(spark, cfg, archive, model, tmp
 def reference_pattern(row: dict) -> str:
     """The pattern as the README defines it, restated independently of the Spark expression."""
     proto = "tcp" if row["proto"] == 6 else "udp"
-    if row["detector"] in ("qname-model", "qname-pair"):
+    if row["detector"] in ("qname-model", "tunnel"):
         labels = row["qname"].lower().rstrip(".").split(".")
         if row["qname_complete"]:
             return "qname *." + ".".join(labels[-2:])

@@ -129,11 +129,11 @@ def test_train_narrow_test_wide_on_real_software(spark, archive, narrow, tmp_pat
     # The goals, hard-benign names included in the genuine DNS.
     assert ev["tunnel"]["recall"] >= TUNNEL_RECALL_FLOOR, ev["tunnel"]
     assert ev["fpr"] <= DNS_FPR_CEILING, (dns, ev["hard_benign"])
-    # Only the question model sees tunnels, alone or by pair (which adds only flows nothing else flagged).
+    # Only names show tunnels: the question model, and the Escalate stage (which adds only flows nothing else flagged).
     det = ev["detectors"]
     assert det["header-both"]["tunnel_recall"] == 0.0
-    assert det["qname-pair"]["tunnel_recall"] > 0
-    assert abs(det["qname-model"]["tunnel_recall"] + det["qname-pair"]["tunnel_recall"] - ev["tunnel"]["recall"]) < 1e-9
+    assert det["tunnel"]["tunnel_recall"] > 0
+    assert abs(det["qname-model"]["tunnel_recall"] + det["tunnel"]["tunnel_recall"] - ev["tunnel"]["recall"]) < 1e-9
     header = ev["detectors"]["header-both"]
     assert header["fpr_upper95"] <= HEADER_FPR_GOAL and header["recall"] >= 0.995, header
     assert "dns-tunnel" not in ev["recall_per_protocol"]
@@ -144,7 +144,7 @@ def test_train_narrow_test_wide_on_real_software(spark, archive, narrow, tmp_pat
     scored, art = score_labelled(spark, cfg, archive, read_labels(test_labels), model, None, None)
     qth = art.meta.qname["threshold"]
     flagged = ((scored.loss > art.meta.threshold) | scored.rule | (np.nan_to_num(scored.qloss, nan=0) > qth)
-               | scored.pair)
+               | scored.tunnel)
     run_score(spark, cfg, archive, model, str(tmp_path / "wh"), log=lambda m: None)
     anomalies = DeltaTable(str(tmp_path / "wh" / "anomalies")).to_pyarrow_table()
     in_test = set(scored.flow_id.tolist())

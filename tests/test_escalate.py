@@ -1,144 +1,275 @@
-"""Pair escalation (udfs/escalate.py) without Spark: its statistics against plain-Python references."""
+"""The Escalate stage without Spark (udfs/evidence.py, udfs/escalate.py): evidence that merges exactly however the
+flows are sliced (against a plain-Python reference), each rule on queries encoded by dnspython, and Detect's
+candidates agreeing with the per-flow step."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import itertools
 import math
 
+import dns.message
+import dns.name
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portprint.udfs import escalate as pairs
+from portprint.conf.config import EscalateConf
+from portprint.udfs import escalate, evidence, names
 
-ODD = 0.5  # odd threshold on the synthetic losses below
+UDP, TCP = 17, 6
+ODD = 0.5  # the odd bar on the made-up losses below
+DAY = "2026-12-01"
 
 
-def _exact_log10_sf(k: int, n: int, p: float) -> float:
-    """log10 P(X >= k), X ~ Binomial(n, p), summed with exact integers (math.comb)."""
-    total = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
-    return math.log10(total) if total > 0 else -math.inf
+def wire(name: str, qtype: str = "A") -> bytes:
+    msg = dns.message.make_query(dns.name.from_text(name), qtype).to_wire()
+    return msg[:64]
+
+
+def flows(rows: list[tuple]) -> pa.Table:
+    """(date, src, dst, name, qtype, orig_pkts) rows as the contract's columns."""
+    date, src, dst, name, qtype, pkts = zip(*rows, strict=True)
+    return pa.table({"date": list(date), "src_ip": list(src), "dst_ip": list(dst),
+                     "proto": pa.array([UDP] * len(rows), pa.int32()),
+                     "orig_payload_prefix": pa.array([wire(n, q) for n, q in zip(name, qtype, strict=True)],
+                                                     pa.binary()),
+                     "orig_pkts": pa.array(list(pkts), pa.int64())})
+
+
+def slice_evidence(t: pa.Table, qloss: np.ndarray, s: EscalateConf, batches: int = 1) -> pa.Table:
+    """One slice's EVIDENCE rows, its flows handed over in ``batches`` batches (as a task's Arrow batches)."""
+    ev = evidence.SliceEvidence()
+    bounds = np.linspace(0, t.num_rows, batches + 1).astype(int)
+    for a, b in itertools.pairwise(bounds):
+        part = t.slice(a, b - a)
+        nm, group, bits = escalate.flow_view(part, qloss[a:b], ODD, s)
+        ev.add(part, nm, group, bits)
+    return ev.table()
+
+
+def decide(rows, loss, s: EscalateConf | None = None, odd_rate: float = 0.1):
+    s = s or EscalateConf()
+    t = flows(rows)
+    merged = evidence.merge(slice_evidence(t, np.asarray(loss, dtype=np.float64), s))
+    return t, *escalate.decide(merged, s, odd_rate)
+
+
+# ---- evidence merges exactly ------------------------------------------------------------------------------
+
+POOL = ["www.example.com.", "mail.example.com.", "x1k9.t.tunnel.net.", "x2k9.t.tunnel.net.", "8.8.8.8.in-addr.arpa.",
+        "ab" * 30 + ".t.tunnel.net.", "cdn.example.org.", "WWW.EXAMPLE.COM."]
+flow_row = st.tuples(st.sampled_from([DAY, "2026-12-02"]), st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+                     st.sampled_from(["10.0.0.53", "10.0.0.54"]), st.integers(0, len(POOL) - 1),
+                     st.sampled_from(["A", "AAAA", "TXT", "NULL"]), st.integers(1, 100))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(flow_row, min_size=1, max_size=40), st.lists(st.integers(0, 40), max_size=4), st.integers(1, 3))
+def test_evidence_of_any_slicing_merges_to_the_same_names(rows, cuts, batches):
+    s = EscalateConf()
+    t = flows([(d, c, x, POOL[k], q, p) for d, c, x, k, q, p in rows])
+    loss = np.array([0.9 if POOL[k].startswith(("x", "ab")) else 0.1 for *_, k, _q, _p in rows])
+    whole = evidence.merge(slice_evidence(t, loss, s))
+    bounds = sorted({0, t.num_rows, *[min(c, t.num_rows) for c in cuts]})
+    pieces = [slice_evidence(t.slice(a, b - a), loss[a:b], s, batches) for a, b in itertools.pairwise(bounds)]
+    assert evidence.merge(pa.concat_tables(pieces)).equals(whole)
+    # Plain-Python reference: asks, socket flows and odd per (date, client, name), names case-folded and without
+    # their record type; the name too long for the prefix is grouped by its server (its domain is invisible).
+    want: dict[tuple, list] = collections.defaultdict(lambda: [0, False, False])
+    for d, c, x, k, _q, p in rows:
+        name = POOL[k].lower()
+        group = f"s:{x}" if len(name) > 52 else "z:" + ".".join(name.strip(".").split(".")[-2:])
+        if name.endswith("in-addr.arpa."):
+            group = "z:8.in-addr.arpa"
+        w = want[(d, c, group, name)]
+        w[0] += 1
+        w[1] |= p >= s.socket_pkts
+        w[2] |= name.startswith(("x", "ab"))
+    keys = names.describe(t["orig_payload_prefix"], np.full(t.num_rows, UDP, np.int8)).key
+    name_of = {int(k): POOL[r[3]].lower() for k, r in zip(keys, rows, strict=True)}
+    got = {(r["date"], r["src_ip"], r["group"].split("/")[0], name_of[r["key"]]):
+           [r["asks"], bool(r["bits"] & evidence.SOCKET), bool(r["bits"] & evidence.ODD)] for r in whole.to_pylist()}
+    assert got == dict(want)
+
+
+def test_a_record_is_twenty_bytes_per_distinct_name_of_a_client_and_server():
+    s = EscalateConf()
+    t = flows([(DAY, "10.0.0.1", "10.0.0.53", f"n{i % 5}.example.com.", "A", 1) for i in range(50)])
+    ev = slice_evidence(t, np.full(50, math.nan), s)
+    assert ev.num_rows == 1 and len(ev["records"][0].as_py()) == 5 * evidence.REC.itemsize == 100
+
+
+# ---- the rules ------------------------------------------------------------------------------------------------
+
+def background(rng: np.random.Generator, clients: int = 30, each: int = 40, odd_share: float = 0.1):
+    """Clients asking distinct ordinary names, each odd with probability ``odd_share``."""
+    rows, loss = [], []
+    for c in range(clients):
+        for j in range(each):
+            rows.append((DAY, f"10.1.0.{c}", "10.0.0.53", f"web{j % 7}.shop{c}x{j}.example{c % 3}.com.", "A", 1))
+            loss.append(0.9 if rng.random() < odd_share else 0.1)
+    return rows, loss
+
+
+def test_shape_needs_enough_distinct_long_tokens_in_one_group_and_adds_clients_up_at_zone_level():
+    s = EscalateConf()
+    token = "k" + "3q" * 25  # 51 bytes of base32: past the prefix with its domain
+    few = [(DAY, "10.0.0.7", "10.0.0.53", f"{j:02d}{token}.t.example.net.", "A", 1)
+           for j in range(s.shape_min_names - 1)]
+    _, chosen, _ = decide(few, [math.nan] * len(few))
+    assert chosen.num_rows == 0
+    more = [*few, (DAY, "10.0.0.8", "10.0.0.53", f"99{token}.t.example.net.", "A", 1)]
+    _, chosen, flagged = decide(more, [math.nan] * len(more))
+    assert [(r["level"], r["rule"], r["names"], r["clients"]) for r in chosen.to_pylist()] == [
+        ("zone", "shape", s.shape_min_names, 2)]
+    assert flagged.num_rows == s.shape_min_names
+    # A 48-byte hash after a word ("cache-<hash>") is not a tunnel's token, however many there are.
+    hashes = [(DAY, "10.0.0.9", "10.0.0.53", f"cache-{j:08x}{'ab' * 20}.edge.example.com.", "A", 1) for j in range(40)]
+    _, chosen, _ = decide(hashes, [math.nan] * len(hashes))
+    assert chosen.num_rows == 0
+
+
+def test_a_long_socket_with_a_data_like_name_is_escalated_and_a_port_reusing_client_is_not():
+    tunnel = [(DAY, "10.30.28.90", "10.30.28.94", "AAAAAO1kQA.=auth.srv.tunnel.com.", "TXT", 81)]
+    _, chosen, _ = decide(tunnel, [math.nan])
+    assert [(r["rule"], r["src_ip"]) for r in chosen.to_pylist()] == [("socket", "10.30.28.90")]
+    fixed = [(DAY, "10.30.28.90", f"192.0.2.{k}", f"www.site{k}.example{k}.com.", "A", 40) for k in range(3)]
+    _, chosen, _ = decide(tunnel + fixed, [math.nan] * 4)
+    assert chosen.num_rows == 0  # the same host keeps long flows of ordinary names in three groups: a fixed port
+    _, chosen, _ = decide([(*tunnel[0][:5], 1)], [math.nan])
+    assert chosen.num_rows == 0  # one datagram is not a socket kept open
+
+
+def test_a_session_is_many_new_names_sharing_an_id_and_a_word_is_not_an_id():
+    s = EscalateConf()
+    beacon = [(DAY, "10.9.9.9", "10.0.0.53", f"f27337b7.{j}.b.telemetry-example.net.", "TXT", 1)
+              for j in range(s.session_min_names)]
+    _, chosen, flagged = decide(beacon, [math.nan] * len(beacon))
+    assert [(r["rule"], r["hits"]) for r in chosen.to_pylist()] == [("session", s.session_min_names)]
+    assert flagged.num_rows == s.session_min_names
+    _, chosen, _ = decide(beacon[:-1], [math.nan] * (len(beacon) - 1))
+    assert chosen.num_rows == 0  # one name too few
+    words = [(DAY, "10.9.9.9", "10.0.0.53", f"{j}.trusted.bl-example.org.", "A", 1) for j in range(60)]
+    _, chosen, _ = decide(words, [math.nan] * 60)
+    assert chosen.num_rows == 0  # "trusted" is a word, not an id
+    # The same id in a minority of the client's names in those groups: an ordinary service with a device id.
+    mixed = beacon + [(DAY, "10.9.9.9", "10.0.0.53", f"svc{j}x.telemetry-example.net.", "A", 1) for j in range(30)]
+    _, chosen, _ = decide(mixed, [math.nan] * len(mixed))
+    assert chosen.num_rows == 0
+
+
+def test_the_odd_rule_fires_on_a_day_the_model_describes_and_goes_quiet_on_one_it_does_not():
+    rng = np.random.default_rng(1)
+    slow = [(DAY, "10.9.9.9", "10.0.0.53", f"t{j:03d}k9xq2zvm7.c.exfil-example.net.", "A", 1) for j in range(30)]
+    rows, loss = background(rng)
+    _, chosen, _ = decide(rows + slow, loss + [0.9] * 30)
+    assert {(r["src_ip"], r["group"], r["rule"]) for r in chosen.to_pylist()} == {
+        ("10.9.9.9", "z:exfil-example.net", "odd")}
+    assert chosen["baseline"][0].as_py() == pytest.approx(max(0.1, (sum(v > ODD for v in loss) + 30) / (1200 + 30)))
+    rows, loss = background(rng, odd_share=0.5)  # a day of another kind: half of everything is odd
+    _, chosen, _ = decide(rows + slow, loss + [0.9] * 30)
+    assert chosen.num_rows == 0
+
+
+def test_odd_names_of_words_or_short_labels_carry_no_data():
+    rng = np.random.default_rng(5)
+    rows, loss = background(rng)
+    for name in ("q{j}.c.exfil-example.net.", "support-{j}-garden-north-hospital.exfil-example.net."):
+        slow = [(DAY, "10.9.9.9", "10.0.0.53", name.format(j=j), "A", 1) for j in range(30)]
+        _, chosen, _ = decide(rows + slow, loss + [0.9] * 30)
+        assert chosen.num_rows == 0, name
+
+
+def test_a_shape_group_of_a_domain_flags_its_other_new_data_names_and_a_zone_level_one_does_not():
+    s = EscalateConf()
+    token = "m" + "x7" * 25
+    tunnel = [(DAY, "10.5.5.5", "10.0.0.53", f"{j}{token}.t.tunnel-example.net.", "A", 1) for j in range(10)]
+    # Complete names under the same domain: new polls of 10 data bytes, and the name server's name.
+    polls = [(DAY, "10.5.5.5", "10.0.0.53", f"pq{j:02d}k7za9b.t.tunnel-example.net.", "TXT", 1) for j in range(5)]
+    ns = [(DAY, "10.5.5.5", "10.0.0.53", "ns1.tunnel-example.net.", "A", 1)]
+    t, chosen, flagged = decide(tunnel + polls + ns, [math.nan] * 16)
+    keys = names.describe(t["orig_payload_prefix"], np.full(16, UDP, np.int8)).key
+    # The long names are cut off by the prefix (their own group); the polls' group is the registered domain.
+    assert "shape" in set(chosen["rule"].to_pylist())
+    assert set(flagged["key"].to_pylist()) >= set(keys[:10].tolist())
+    assert not set(flagged["key"].to_pylist()) & set(keys[10:].tolist())  # no shape evidence in the domain's group
+    shaped_polls = [(DAY, "10.5.5.5", "10.0.0.53", f"p{j}=.{token[:20]}.t.tunnel-example.net.", "TXT", 1)
+                    for j in range(s.shape_min_names)]
+    t, chosen, flagged = decide(shaped_polls + polls + ns, [math.nan] * (s.shape_min_names + 6))
+    keys = names.describe(t["orig_payload_prefix"], np.full(t.num_rows, UDP, np.int8)).key
+    assert set(flagged["key"].to_pylist()) == set(keys[: s.shape_min_names + 5].tolist())  # the polls, not ns1
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.3])
 def test_chernoff_bound_is_never_below_the_exact_binomial_tail(p):
-    for n in (1, 2, 5, 13, 40, 120):
+    for n in (1, 3, 10, 40, 120):
         for k in range(n + 1):
-            bound = float(pairs.log10_chernoff(np.array([k]), np.array([n]), p)[0])
-            assert bound >= _exact_log10_sf(k, n, p) - 1e-9, (k, n, p)
-            assert bound <= 0.0
-    # And it is not vacuous: 20 odd names out of 20 at p = 0.1 is below 1e-19.
-    assert pairs.log10_chernoff(np.array([20]), np.array([20]), 0.1)[0] < -19
+            exact = sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1))
+            assert float(escalate.log10_chernoff(np.array([k]), np.array([n]), p)[0]) >= math.log10(exact) - 1e-9
 
 
-def _flows(rows: list[tuple[str, str, str, int, float]]):
-    date, src, dst, key, loss = zip(*rows, strict=True)
-    return (pa.array(date), pa.array(src), pa.array(dst), np.array(key, dtype=np.uint64),
-            np.array(loss, dtype=np.float64))
+# ---- Detect's candidates and the per-flow step agree ----------------------------------------------------------
+
+def test_the_flows_a_rule_may_flag_are_exactly_those_the_per_flow_step_flags_in_an_escalated_group():
+    s = EscalateConf()
+    rng = np.random.default_rng(3)
+    rows, loss = background(rng, clients=10)
+    token = "k" + "3q" * 25
+    tunnel = [(DAY, "10.5.5.5", "10.0.0.53", f"{j}{token}.t.tunnel-example.net.", "NULL", 1) for j in range(12)]
+    beacon = [(DAY, "10.9.9.9", "10.0.0.53", f"f27337b7.{j}.b.telemetry-example.net.", "TXT", 1) for j in range(25)]
+    repeat = [(DAY, "10.9.9.9", "10.0.0.53", "f27337b7.0.b.telemetry-example.net.", "TXT", 1)] * 3
+    all_rows = rows + tunnel + beacon + repeat
+    qloss = np.array(loss + [math.nan] * (len(all_rows) - len(loss)))
+    t, chosen, flagged = decide(all_rows, qloss, s)
+    assert set(chosen["rule"].to_pylist()) >= {"shape", "session"}
+    nm, group, bits = escalate.flow_view(t, qloss, ODD, s)
+    eligible = escalate.flow_rules(nm, group, bits, np.ones(t.num_rows, np.int64), s)
+    which = escalate.match(t, nm.key, group, eligible, flagged)
+    flagged_rows = set(np.flatnonzero(which >= 0).tolist())
+    tunnel_rows = set(range(len(rows), len(rows) + len(tunnel) + len(beacon)))
+    # The beacon's first name was asked four times that day: not new, so never flagged.
+    assert flagged_rows == tunnel_rows - {len(rows) + len(tunnel)}
+    assert {escalate.RULES[w] for w in which[sorted(flagged_rows)]} == {"shape", "session"}
 
 
-flow = st.tuples(st.sampled_from(["2026-11-01", "2026-11-02"]), st.sampled_from(["10.0.0.1", "10.0.0.2"]),
-                 st.sampled_from(["10.0.0.53", "203.0.113.9"]), st.integers(0, 12),
-                 st.sampled_from([0.1, 0.9, math.nan]))
-
-
-def _evidence(rows):
-    """One slice's EVIDENCE rows, from its flows in two batches (a task's batches)."""
-    half = len(rows) // 2
-    pieces = [pairs.distinct_names(*_flows(part), ODD) for part in (rows[:half], rows[half:]) if part]
-    return pairs.slice_evidence(pieces, [pairs.suspect_pairs(p, 0.5) for p in pieces])
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(flow, min_size=1, max_size=60), st.integers(1, 59), st.integers(1, 4))
-def test_totals_count_distinct_judged_names_per_pair_however_the_flows_are_sliced(rows, cut, slices):
-    # A name's loss follows from its key, as in the scorer.
-    rows = [(d, s, t, k, [0.1, 0.9, math.nan][k % 3]) for d, s, t, k, _ in rows]
-    want_names, want_odd = collections.defaultdict(set), collections.defaultdict(set)
-    for d, s, t, k, loss in rows:
-        if not math.isnan(loss):
-            want_names[(d, s, t)].add(k)
-            if loss > ODD:
-                want_odd[(d, s, t)].add(k)
-    want = {p: (len(v), len(want_odd[p])) for p, v in want_names.items()}
-    # Any slicing: one slice, or the rows dealt round-robin to several (a name seen by several slices counts once).
-    for parts in ([rows], [rows[i::slices] for i in range(slices)], [rows[:cut], rows[cut:]]):
-        ev = pa.concat_tables([_evidence(p) for p in parts if p])
-        total = pairs.merge(ev)
-        got = {(r["date"], r["src_ip"], r["dst_ip"]): (r["names"], r["odd"]) for r in total.to_pylist()}
-        assert got == want
-        assert all(r["pairs_that_day"] == sum(p[0] == r["date"] for p in want) for r in total.to_pylist())
-
-
-def test_a_pair_is_covered_only_when_every_slice_kept_its_flows():
-    mostly_odd = [("d", "h", "ns", k, 0.9) for k in range(10)]
-    mostly_plain = [("d", "h", "ns", k, 0.1) for k in range(10, 30)]
-    both = pa.concat_tables([_evidence(mostly_odd), _evidence(mostly_odd[:3])])
-    assert pairs.merge(both)["covered"].to_pylist() == [True]
-    mixed = pa.concat_tables([_evidence(mostly_odd), _evidence(mostly_plain)])
-    assert pairs.merge(mixed)["covered"].to_pylist() == [False]
-
-
-def _day(rng: np.random.Generator, genuine_pairs: int, tunnel_names: int) -> list[tuple[str, str, str, int, float]]:
-    """Genuine pairs whose names are odd with probability 0.1, and one tunnel pair of new odd names."""
-    rows = []
-    key = 0
-    for i in range(genuine_pairs):
-        for _ in range(int(rng.integers(5, 200))):
-            key += 1
-            loss = 0.9 if rng.random() < 0.1 else 0.1
-            rows += [("2026-11-01", f"10.1.{i // 250}.{i % 250}", "10.0.0.53", key, loss)] * int(rng.integers(1, 4))
-    for _ in range(tunnel_names):
-        key += 1
-        rows.append(("2026-11-01", "10.9.9.9", "198.51.100.7", key, 0.9 if rng.random() < 0.8 else 0.2))
-    return rows
-
-
-def test_a_tunnel_pair_is_escalated_and_genuine_pairs_are_not():
-    rng = np.random.default_rng(7)
-    rows = _day(rng, genuine_pairs=400, tunnel_names=60)
-    chosen = pairs.decide(pairs.merge(_evidence(rows)), 0.1, 0.5, 0.01)
-    assert [(r["src_ip"], r["dst_ip"]) for r in chosen.to_pylist()] == [("10.9.9.9", "198.51.100.7")]
-
-
-def test_escalation_needs_both_the_share_and_the_significance():
-    t = pa.table({"date": ["d"] * 3, "src_ip": ["a", "b", "c"], "dst_ip": ["x"] * 3,
-                  "names": [2, 1000, 10], "odd": [2, 300, 10], "covered": [True] * 3,
-                  "pairs_that_day": [3, 3, 3]}).cast(pairs.TOTALS)
-    got = pairs.decide(t, 0.1, 0.5, 0.01)
-    # a: all odd, but two names could be chance; b: significant but 30% odd (a busy resolver); c: both.
-    assert got["src_ip"].to_pylist() == ["c"]
-    # A stricter share bar or a day with far more pairs (Bonferroni) lets c pass no more.
-    assert pairs.decide(t, 0.1, 1.01, 0.01).num_rows == 0
-    many = t.set_column(t.schema.get_field_index("pairs_that_day"), "pairs_that_day", pa.array([10**9] * 3))
-    assert pairs.decide(many, 0.1, 0.5, 0.01).num_rows == 0
-
-
-def test_in_an_escalated_pair_odd_and_once_asked_names_are_flagged():
-    rows = [
-        ("d", "h", "ns", 1, 0.9), ("d", "h", "ns", 1, 0.9),  # odd, asked twice: flagged both times
-        ("d", "h", "ns", 2, 0.1),                            # ordinary, asked once: new data, flagged
-        ("d", "h", "ns", 3, 0.1), ("d", "h", "ns", 3, 0.1),  # ordinary and repeated (the NS lookup): not
-        ("d", "h", "ns", 4, math.nan),                       # not judged: not
-        ("d", "other", "ns", 5, 0.9),                        # odd, but not an escalated pair: not
-        ("e", "h", "ns", 6, 0.9),                            # the same hosts on another date: not
-    ]
-    chosen = pa.table({"date": ["d"], "src_ip": ["h"], "dst_ip": ["ns"]})
-    got = pairs.flags(*_flows(rows), ODD, chosen)
-    assert got.tolist() == [True, True, True, False, False, False, False, False]
-    assert not pairs.flags(*_flows(rows), ODD, chosen.slice(0, 0)).any()
-
-
-@pytest.mark.parametrize("pairs_conf, message", [
-    ({"odd_rate": 0.6}, "pairs.odd_rate"),
-    ({"min_share": 0.05}, "pairs.min_share"),
-    ({"alpha": 0}, "pairs.alpha"),
+@pytest.mark.parametrize("over, message", [
+    ({"odd_rate": 0.6}, "escalate.odd_rate"),
+    ({"odd_min_share": 0.05}, "escalate.odd_min_share"),
+    ({"alpha": 0}, "escalate.alpha"),
+    ({"session_share": 0}, "escalate.session_share"),
+    ({"shape_hex": 0}, "escalate.shape_hex"),
     ({"typo": 1}, "typo"),
 ])
-def test_pair_settings_are_checked_when_the_configuration_loads(pairs_conf, message):
+def test_escalate_settings_are_checked_when_the_configuration_loads(over, message):
     from portprint.conf.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=message):
-        load_config("local", overrides={"pairs": pairs_conf})
+        load_config("local", overrides={"escalate": over})
+
+
+def test_the_settings_text_changes_with_any_setting():
+    a = escalate.settings_text(EscalateConf())
+    assert a == escalate.settings_text(EscalateConf())
+    for f in dataclasses.fields(EscalateConf):
+        value = getattr(EscalateConf(), f.name)
+        other = (not value) if isinstance(value, bool) else value * 2 if value else 1
+        assert escalate.settings_text(dataclasses.replace(EscalateConf(), **{f.name: other})) != a, f.name
+
+
+def test_history_rows_count_distinct_names_and_clients_per_group():
+    rows = [(DAY, "10.0.0.1", "10.0.0.53", "a1.cdn.example.com.", "A", 1),
+            (DAY, "10.0.0.2", "10.0.0.53", "a1.cdn.example.com.", "AAAA", 1),
+            (DAY, "10.0.0.2", "10.0.0.53", "b1.cdn.example.com.", "A", 1),
+            ("2026-12-02", "10.0.0.1", "10.0.0.53", "c1.cdn.example.com.", "A", 1)]
+    s = EscalateConf()
+    t = flows(rows)
+    merged = evidence.merge(slice_evidence(t, np.full(4, math.nan), s))
+    h = escalate.history_rows(merged, escalate.ESCALATED.empty_table(), s)
+    assert {(r["date"], r["group"], r["names"], r["clients"], r["escalated"]) for r in h.to_pylist()} == {
+        (DAY, "z:example.com", 2, 2, ""), ("2026-12-02", "z:example.com", 1, 1, "")}
+    assert pc.sum(h["data_bytes"]).as_py() == 3 * len("a1" + "cdn")  # declared label bytes, dots aside

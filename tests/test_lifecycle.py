@@ -100,14 +100,14 @@ def test_dry_run_lists_the_dates_and_why_and_writes_nothing(spark, cfg, setup, t
 def test_escalation_settings_are_recorded_and_their_change_is_new(spark, cfg, setup, tmp_path):
     wh = str(tmp_path / "wh")
     shutil.copytree(setup["wh"], wh)
-    recorded = {json.loads(x["escalation"])["pairs"]["min_share"] for x in runs(wh) if x["status"] == "succeeded"}
-    assert recorded == {cfg.pairs.min_share}
+    recorded = {json.loads(x["escalation"])["odd_min_share"] for x in runs(wh) if x["status"] == "succeeded"}
+    assert recorded == {cfg.escalate.odd_min_share}
     assert quiet(spark, cfg, setup["archive"], setup["quiet"], wh, new_only=True).dates == []
-    changed = dataclasses.replace(cfg, pairs=dataclasses.replace(cfg.pairs, min_share=0.8))
+    changed = dataclasses.replace(cfg, escalate=dataclasses.replace(cfg.escalate, odd_min_share=0.8))
     r = quiet(spark, changed, setup["archive"], setup["quiet"], wh, new_only=True)
     assert r.dates == DAYS and {x.reason for x in r.decisions} == {"settings-changed"}
     mine = [x for x in runs(wh) if x["run_id"] == r.run_id and x["status"] == "succeeded"]
-    assert {json.loads(x["escalation"])["pairs"]["min_share"] for x in mine} == {0.8}
+    assert {json.loads(x["escalation"])["odd_min_share"] for x in mine} == {0.8}
     # Back at the new settings, the dates are done again.
     assert quiet(spark, changed, setup["archive"], setup["quiet"], wh, new_only=True).dates == []
 

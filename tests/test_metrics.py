@@ -40,7 +40,7 @@ def test_metrics_on_a_tiny_labelled_set():
     ev = metrics(s, threshold=1.0)
     # dns: one of six above 1.0 -> FPR 1/6. ssh: both by the rule. ntp: one by the model. tunnels: none.
     assert ev["per_label"]["dns"] == {"flows": 6, "flagged": 1, "rate": 1 / 6, "rule_flagged": 0, "model_flagged": 1,
-                                      "qname_flagged": 0}
+                                      "qname_flagged": 0, "tunnel_flagged": 0}
     assert ev["fpr"] == pytest.approx(1 / 6)
     assert ev["recall"] == pytest.approx(3 / 4)
     assert ev["recall_per_protocol"] == {"ntp": 0.5, "ssh": 1.0}
@@ -63,14 +63,22 @@ def test_question_model_tunnel_and_hard_benign_lines():
     loss = np.array([0.1] * 5 + [2.0] + [3.0, 0.2] + [0.1] * 4)  # header model: one dns FP (hex-label)
     rule = np.array([False] * 6 + [True, True] + [False] * 4)
     qloss = np.array([0.1, 0.2, np.nan, 0.1, 0.9, 0.1, 0.1, 0.1, 0.8, 0.9, 0.1, 0.7])
+    family = np.where(labels == "dns-tunnel", category, "")
     s = Scored(np.array([f"f{i}" for i in range(12)]), labels, loss, rule, {"filtered_port": 0}, qloss, category,
-               model=loss > 1.0, qmodel=np.nan_to_num(qloss) > 0.5)
+               model=loss > 1.0, qmodel=np.nan_to_num(qloss) > 0.5, family=family)
     ev = metrics(s, threshold=1.0, qname_threshold=0.5)
     # tunnels: iodine 2 of 3 by the question model, dig-exfil 1 of 1; hard benign: ip6-arpa (question) and
     # hex-label (header) flagged, 2 of 2.
-    assert ev["tunnel"] == {"flows": 4, "flagged": 3, "recall": 0.75,
-                            "by_category": {"dig-exfil": {"flows": 1, "flagged": 1},
-                                            "iodine": {"flows": 3, "flagged": 2}}}
+    t = ev["tunnel"]
+    assert (t["flows"], t["flagged"], t["recall"]) == (4, 3, 0.75)
+    assert {c: (v["flows"], v["flagged"]) for c, v in t["by_family"].items()} == {"dig-exfil": (1, 1), "iodine": (3, 2)}
+    assert t["family_mean"] == pytest.approx((1.0 + 2 / 3) / 2)  # the mean over families, not over flows
+    # 1 of 1: the one-sided 95% lower bound solves p^1 = 0.05.
+    assert t["by_family"]["dig-exfil"]["lower95"] == pytest.approx(0.05)
+    # Genuine DNS per category with its upper bound: ordinary 0 of 4 solves (1 - p)^4 = 0.05.
+    assert (1 - ev["genuine_by_category"]["ordinary"]["upper95"]) ** 4 == pytest.approx(0.05)
+    assert ev["genuine_by_category"]["ordinary"]["flagged"] == 0
+    assert ev["hard_benign"]["by_category"]["hex-label"]["rate"] == 1.0
     assert ev["hard_benign"]["flows"] == 2 and ev["hard_benign"]["flagged"] == 2 and ev["hard_benign"]["fpr"] == 1.0
     assert ev["detectors"]["qname-model"]["tunnel_recall"] == 0.75
     assert ev["detectors"]["qname-model"]["fpr"] == pytest.approx(1 / 6)

@@ -44,7 +44,7 @@ def rows(wh: str, name: str) -> list[dict]:
 def reference_pattern(row: dict) -> str:
     """anomaly_patterns.pattern as the README defines it, restated (as in test_backfill)."""
     proto = "tcp" if row["proto"] == 6 else "udp"
-    if row["detector"] in ("qname-model", "qname-pair"):
+    if row["detector"] in ("qname-model", "tunnel"):
         labels = row["qname"].lower().rstrip(".").split(".")
         if row["qname_complete"]:
             return "qname *." + ".".join(labels[-2:])
@@ -98,18 +98,18 @@ def scored(spark, cfg, archive, model, tmp_path_factory):
     by_det = {}
     for a in sorted(anomalies, key=lambda a: a["flow_id"]):
         by_det.setdefault(a["detector"], []).append(a)
-    assert {"header-rule", "header-model", "qname-pair"} <= set(by_det)
+    assert {"header-rule", "header-model", "tunnel"} <= set(by_det)
     t0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
-    pair = by_det["qname-pair"][0]
+    pair = by_det["tunnel"][0]
     model_pattern = reference_pattern(by_det["header-model"][0])
-    flow = next(a for a in by_det["qname-pair"] if (a["src_ip"], a["dst_ip"]) != (pair["src_ip"], pair["dst_ip"])
+    flow = next(a for a in by_det["tunnel"] if (a["src_ip"], a["dst_ip"]) != (pair["src_ip"], pair["dst_ip"])
                 or a["date"] != pair["date"])
     triage.record_verdict(spark, cfg, wh, status="benign", by="ana", pattern=model_pattern, note="resolver",
                           at=t0)
     triage.record_verdict(spark, cfg, wh, status="duplicate", by="bob", pair=f"{pair['src_ip']},{pair['dst_ip']}",
                           date=pair["date"], at=t0 + dt.timedelta(hours=1))
     # A later flow verdict on a flow of that same pair: the latest wins for that flow only.
-    same_pair = next(a for a in by_det["qname-pair"] if (a["src_ip"], a["dst_ip"], a["date"]) ==
+    same_pair = next(a for a in by_det["tunnel"] if (a["src_ip"], a["dst_ip"], a["date"]) ==
                      (pair["src_ip"], pair["dst_ip"], pair["date"]) and a["flow_id"] != pair["flow_id"])
     triage.record_verdict(spark, cfg, wh, status="confirmed", by="carl", flow_id=same_pair["flow_id"],
                           at=t0 + dt.timedelta(hours=2))
@@ -125,8 +125,8 @@ def test_pattern_keys_without_spark_match_pattern_of(spark, scored):
     t = DeltaTable(os.path.join(wh, "anomalies")).to_pyarrow_table()
     edge = pa.Table.from_pylist([dict.fromkeys(ANOMALIES.names) | r for r in (
         {"flow_id": "e1", "detector": "qname-model", "qname": "A.B.Example.NET.", "qname_complete": True, "proto": 17},
-        {"flow_id": "e2", "detector": "qname-pair", "qname": "abc.de", "qname_complete": False, "proto": 6},
-        {"flow_id": "e3", "detector": "qname-pair", "qname": "solo.", "qname_complete": True, "proto": 17},
+        {"flow_id": "e2", "detector": "tunnel", "qname": "abc.de", "qname_complete": False, "proto": 6},
+        {"flow_id": "e3", "detector": "tunnel", "qname": "solo.", "qname_complete": True, "proto": 17},
         {"flow_id": "e4", "detector": "header-model", "header_verdict": "valid", "proto": 6,
          "prefix_hex": "001c12340100000100000000"},
         {"flow_id": "e5", "detector": "header-rule", "header_verdict": "invalid", "proto": 6, "prefix_hex": "5353"},
@@ -252,7 +252,7 @@ def test_each_anomaly_is_exported_once_whatever_the_reruns(spark, cfg, archive, 
     assert first.rows == len(sent) == len(want) and {d["portprint"]["flow_id"] for d in sent} == want
     assert first.left_out == len(status) - len(want) > 0
     d = sent[0]
-    assert d["event"]["kind"] == "alert" and d["rule"]["name"] in ("header-rule", "header-model", "qname-pair")
+    assert d["event"]["kind"] == "alert" and d["rule"]["name"] in ("header-rule", "header-model", "tunnel")
     assert {"ip", "port"} <= set(d["source"]) and d["network"]["transport"] in ("tcp", "udp")
     assert run_export(spark, cfg, wh, "jsonl", out).rows == 0          # a second export is empty
     quiet(spark, cfg, archive, model, wh, start=DAYS[0], end=DAYS[1], rescore=True)  # same anomalies, new run_id

@@ -66,13 +66,13 @@ def test_score_flags_the_planted_protocols_and_little_dns(spark, wcfg, writer, a
     tunnels = {f for f, lab in labels.items() if lab in TUNNEL_LABELS}
     hits = got.filter(pc.is_in(got["flow_id"], pa.array(sorted(tunnels))))
     assert len(tunnels) >= 20 and hits.num_rows >= 0.9 * len(tunnels), f"{hits.num_rows} of {len(tunnels)} tunnels"
-    assert set(hits["detector"].to_pylist()) <= {"qname-model", "qname-pair"}
+    assert set(hits["detector"].to_pylist()) <= {"qname-model", "tunnel"}
     assert all(q and q.isascii() and q.isprintable() for q in hits["qname"].to_pylist())
     alone = hits.filter(pc.equal(hits["detector"], "qname-model"))
     assert all(s > 1 for s in alone["qname_score"].to_pylist())
     # The sample runs each day's tunnel on one infected host: pair escalation names that host and no other,
     # and flags nothing the sample calls genuine DNS.
-    by_pair = got.filter(pc.equal(got["detector"], "qname-pair"))
+    by_pair = got.filter(pc.equal(got["detector"], "tunnel"))
     assert by_pair.num_rows > 0
     assert {labels[f] for f in by_pair["flow_id"].to_pylist()} <= set(TUNNEL_LABELS)
     hosts = {(d, s) for d, s in zip(by_pair["date"].to_pylist(), by_pair["src_ip"].to_pylist(), strict=True)}
@@ -113,7 +113,7 @@ def test_tables_are_readable_by_deltalake_and_duckdb(spark, cfg, archive, model,
         dataset = DeltaTable(os.path.join(wh, name)).to_pyarrow_dataset()
         con.register(name, dataset)
     n = con.sql("SELECT count(*) FROM anomalies WHERE score > 1 OR qname_score > 1 "
-                "OR detector IN ('header-rule', 'qname-pair')").fetchall()[0][0]
+                "OR detector IN ('header-rule', 'tunnel')").fetchall()[0][0]
     assert n == report.anomalies
     per_date = con.sql("SELECT date, anomalies FROM runs ORDER BY date").fetchall()
     counted = con.sql("SELECT date, count(*) FROM anomalies GROUP BY date ORDER BY date").fetchall()

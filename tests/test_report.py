@@ -106,8 +106,8 @@ def test_trend_frame_rejects_an_empty_window(runs):
 def test_detector_counts_pivot(spark):
     df = spark.createDataFrame([("2026-10-01", "header-rule"), ("2026-10-01", "header-model"),
                                 ("2026-10-01", "header-rule"), ("2026-10-02", "header-model"),
-                                ("2026-10-02", "qname-model"), ("2026-10-02", "qname-pair"),
-                                ("2026-10-02", "qname-pair")],
+                                ("2026-10-02", "qname-model"), ("2026-10-02", "tunnel"),
+                                ("2026-10-02", "tunnel")],
                                "date string, detector string")
     got = [tuple(r) for r in detector_counts(df).collect()]
     assert got == [("2026-10-01", 2, 1, 0, 0), ("2026-10-02", 0, 1, 1, 2)]

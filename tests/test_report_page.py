@@ -18,7 +18,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from markdown_it import MarkdownIt
 
-from portprint.jobs.report import collect, frames_from_warehouse, write_report
+from portprint.jobs.report import write_report
 from portprint.jobs.warehouse.tables import ANOMALIES, PATTERNS, RUNS, SUPPRESSIONS, VERDICTS
 
 pytestmark = pytest.mark.slow
@@ -63,9 +63,14 @@ def _warehouse(wh: str) -> None:
         for j in range(n_pair):
             anomalies.append(common | {"flow_id": f"P{i}-{j}", "ts": ts + dt.timedelta(minutes=30 + j),
                                        "src_ip": "10.1.1.1", "dst_ip": f"198.51.100.{j % 2}", "proto": 17,
-                                       "detector": "qname-pair", "header_verdict": "valid", "header_reason": "ok",
+                                       "detector": "tunnel", "header_verdict": "valid", "header_reason": "ok",
                                        "prefix_hex": "00", "qname": f"{j}{EVIL}.t.evil.example.",
-                                       "qname_complete": True, "qname_score": 0.5 + j / 10})
+                                       "qname_complete": True, "qname_score": 0.5 + j / 10,
+                                       "escalation": "shape", "escalation_group": "z:evil.example",
+                                       "escalation_level": "client", "escalation_names": 40 + i,
+                                       "escalation_hits": 30 + i, "escalation_clients": 1,
+                                       "escalation_bytes": 900 + i,
+                                       "escalation_reason": f"shape: {30 + i} of {40 + i} names"})
         anomalies.append(common | {"flow_id": f"M{i}", "ts": ts + dt.timedelta(hours=5), "src_ip": "10.2.2.2",
                                    "dst_ip": "192.0.2.53", "proto": 17, "detector": "header-model",
                                    "header_verdict": "valid", "header_reason": "ok",
@@ -135,11 +140,13 @@ def test_report_numbers_match_an_independent_computation(report):
     new = con.execute("SELECT count(*) FROM anomaly_patterns WHERE strftime(first_seen, '%Y-%m-%d') BETWEEN ? AND ?",
                       [START, END]).fetchone()[0]
     assert data["new_patterns_total"] == new == 2
-    pairs = con.execute("""SELECT date, src_ip, dst_ip, count(*), count(DISTINCT qname), max(qname_score)
-        FROM anomalies WHERE detector = 'qname-pair' AND date BETWEEN ? AND ? GROUP BY ALL""", [START, END]).fetchall()
-    assert data["pairs_total"] == len(pairs)
-    got = {(p["date"], p["src_ip"], p["dst_ip"]): (p["flows"], p["names"], p["max_qname_score"]) for p in data["pairs"]}
-    assert got == {(d, s, t): (n, q, pytest.approx(m)) for d, s, t, n, q, m in pairs}
+    groups = con.execute("""SELECT date, escalation_group, src_ip, escalation, count(*), count(DISTINCT src_ip),
+        max(escalation_names), max(escalation_hits), max(escalation_bytes), max(escalation_reason)
+        FROM anomalies WHERE detector = 'tunnel' AND date BETWEEN ? AND ? GROUP BY ALL""", [START, END]).fetchall()
+    assert data["tunnels_total"] == len(groups) > 0
+    got = {(p["date"], p["escalation_group"], p["client"], p["escalation"]):
+           (p["flows"], p["sources"], p["names"], p["hits"], p["label_bytes"], p["reason"]) for p in data["tunnels"]}
+    assert got == {tuple(g[:4]): tuple(g[4:]) for g in groups}
     # Triage, by hand: pattern verdicts by prefix; the rule hides its source; the bad verdict row is ignored.
     status = dict(con.execute("""
         SELECT status, count(*) FROM (
@@ -162,18 +169,6 @@ def test_report_numbers_match_an_independent_computation(report):
     assert data["triage"]["oldest_untriaged"]["flow_id"] == oldest
     (rule,) = data["suppressions"]
     assert rule["hidden_now"] == status["suppressed"]
-
-
-def test_the_pair_section_takes_extra_evidence_columns(spark, cfg, report):
-    from pyspark.sql import functions as F
-
-    wh = report[0]
-    frames = frames_from_warehouse(spark, cfg, wh)
-    frames.anomalies = frames.anomalies.withColumn("pair_odd_names", F.when(F.col("detector") == "qname-pair",
-                                                                          F.lit(7)))
-    data = collect(frames, START, END, dt.datetime(2026, 11, 25, tzinfo=UTC))
-    assert data["pair_evidence_columns"] == ["pair_odd_names"]
-    assert {p["pair_odd_names"] for p in data["pairs"]} == {7}
 
 
 class _Tags(HTMLParser):
@@ -236,7 +231,7 @@ def test_the_page_renders_in_chromium_without_script_errors(report, tmp_path):
     url = Path(files.html).resolve().as_uri()
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for section in ("daily", "models", "patterns", "pairs", "triage", "suppressions", "blind-spots"):
+    for section in ("daily", "models", "patterns", "tunnels", "triage", "suppressions", "blind-spots"):
         assert f'id="{section}"' in dom.stdout
     assert "<script" not in dom.stdout
     console = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]

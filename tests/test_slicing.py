@@ -1,6 +1,7 @@
 """The same verdicts however the work is sliced: Spark tasks of 1,000 rows or the default, one file per date or
-many small shuffled ones, chunks of one date or of seven. Every run must write identical `anomalies` (pair
-escalation included: its counts are per date and pair, not per task) and the same per-date counts in `runs`."""
+many small shuffled ones, chunks of one date or of seven. Every run must write identical `anomalies` (tunnel
+escalation included: its evidence is merged per date and name group, not per task) and the same per-date counts in
+`runs`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from portprint.jobs.score import run_score
 
 pytestmark = pytest.mark.slow
 COUNTS = ("flows_read", "flows_scored", "flows_skipped", "anomalies", "model_flagged", "rule_flagged",
-          "qname_flagged", "pairs_escalated")
+          "qname_flagged", "tunnel_flagged", "groups_escalated")
 
 
 def split(src: str, dst: str, parts: int, seed: int) -> None:
@@ -45,9 +46,9 @@ def test_every_slicing_gives_identical_anomalies(spark, cfg, tmp_path):
     write_sample(one, days=len(DAYS), flows_per_day=3000, seed=31, start=DAYS[0])
     many = str(tmp_path / "many")
     split(one, many, parts=7, seed=5)
-    # Header model silent; every name odd: a pair escalates exactly when it has enough distinct names in a day
-    # for the binomial bound, which is what per-task counting would get wrong.
-    model = str(make_artifact(seed=0, threshold=10.0, odd_threshold=0.0).save(str(tmp_path / "model")))
+    # Header model silent: what fires beyond the rule is the per-name model and tunnel escalation, whose
+    # evidence per name group is what per-task counting would get wrong.
+    model = str(make_artifact(seed=0, threshold=10.0).save(str(tmp_path / "model")))
     small = dataclasses.replace(cfg, spark=dataclasses.replace(cfg.spark, rows_per_task=1000))
     runs = {
         "one file, default tasks, 7-day chunks": (cfg, one, 7),
@@ -62,9 +63,9 @@ def test_every_slicing_gives_identical_anomalies(spark, cfg, tmp_path):
         results[name] = (table_rows(wh, "anomalies"), per_date_counts(wh))
     reference, counts = results.pop("one file, default tasks, 7-day chunks")
     detectors = {r["detector"] for r in reference}
-    # The check means something only if pair escalation fired, and not on every pair.
-    assert "qname-pair" in detectors, detectors
-    assert all(c[COUNTS.index("pairs_escalated")] > 0 for c in counts.values())
+    # The check means something only if tunnel escalation fired, and not on every group.
+    assert "tunnel" in detectors, detectors
+    assert sum(c[COUNTS.index("groups_escalated")] for c in counts.values()) > 0
     assert sum(c[COUNTS.index("anomalies")] for c in counts.values()) < sum(c[1] for c in counts.values())
     for name, (rows, cnt) in results.items():
         assert cnt == counts, name

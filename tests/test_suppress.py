@@ -123,7 +123,7 @@ def case(draw):
         rows.append({"flow_id": f"f{len(rows)}", "src_ip": draw(address()), "dst_ip": draw(address()),
                      "qname": draw(st.one_of(st.none(), st.builds(lambda: None).map(lambda _: name(draw)))),
                      "qname_complete": draw(st.booleans()),
-                     "detector": draw(st.sampled_from(["header-rule", "header-model", "qname-model", "qname-pair"]))})
+                     "detector": draw(st.sampled_from(["header-rule", "header-model", "qname-model", "tunnel"]))})
     addrs = [r["src_ip"] for r in rows] + [r["dst_ip"] for r in rows]
     rules = []
     for i in range(draw(st.integers(1, 6))):
@@ -137,7 +137,7 @@ def case(draw):
         elif kind == "pair":
             value = f"{draw(network(addrs))},{draw(network(addrs))}"
         else:
-            value = draw(st.sampled_from(["header-rule", "qname-pair"]))
+            value = draw(st.sampled_from(["header-rule", "tunnel"]))
         hours = st.integers(-48, 48).map(lambda h: AT + dt.timedelta(hours=h))
         rules.append({"rule_id": f"r{i}", "kind": kind, "value": value, "created_at": draw(hours),
                       "expires_at": draw(st.one_of(st.none(), hours)), "removed_at": draw(st.one_of(st.none(), hours))})

@@ -32,8 +32,36 @@ FLOWS = pa.schema([
 ])
 
 # The detectors, as `anomalies.detector` names them; index = the detector code of udfs/scoring.py (0: none fired).
-# qname-pair: the question model's evidence over a day of one client-server pair (udfs/escalate.py).
-DETECTORS = ("", "header-rule", "header-model", "qname-model", "qname-pair")
+# tunnel: the Escalate stage (udfs/escalate.py): a group of a day's names is a DNS tunnel (the rule that said so
+# is in `escalation`).
+DETECTORS = ("", "header-rule", "header-model", "qname-model", "tunnel")
+
+# What a `tunnel` anomaly carries about its group (null on the other detectors' rows): SQL-friendly evidence.
+ESCALATION = pa.schema([
+    ("escalation", pa.string()),           # shape | socket | odd: the rule that escalated the group
+    ("escalation_group", pa.string()),     # z:<registered domain> or s:<server>/<length bucket>/<shape>
+    ("escalation_level", pa.string()),     # client (this src_ip's names) | zone (all clients' names)
+    ("escalation_names", pa.int64()),      # distinct names in the group that day
+    ("escalation_hits", pa.int64()),       # distinct names the rule counted (shaped, long-socket, odd-new)
+    ("escalation_clients", pa.int64()),    # clients whose names were counted
+    ("escalation_bytes", pa.int64()),      # declared label bytes of the group's distinct names that day
+    ("escalation_log10_p", pa.float64()),  # odd: log10 of the bound on the chance of so many odd-new names
+    ("escalation_baseline", pa.float64()),  # odd: the day's base rate of odd-new names
+    ("escalation_reason", pa.string()),    # one line: rule, group, numbers, and what was needed
+])
+
+# Per date and name group over all clients: what the Escalate stage counted (udfs/escalate.py ``history_rows``),
+# the Sink's `escalation_history` table.
+HISTORY = pa.schema([
+    ("date", pa.string()),
+    ("group", pa.string()),
+    ("names", pa.int64()),         # distinct names that day
+    ("clients", pa.int64()),       # distinct clients that day
+    ("data_bytes", pa.int64()),    # declared label bytes of the distinct names
+    ("shaped", pa.int64()),        # distinct tunnel-shaped names
+    ("odd_new", pa.int64()),       # distinct names some client asked odd and new
+    ("escalated", pa.string()),    # the rules that escalated the group that day, comma-separated ("" none)
+])
 
 ANOMALIES = pa.schema([
     ("flow_id", pa.string()),
@@ -45,7 +73,7 @@ ANOMALIES = pa.schema([
     ("dst_port", pa.int32()),
     ("proto", pa.int32()),
     ("matched_side", pa.string()),     # responder | initiator: which port put the flow in scope
-    ("detector", pa.string()),         # header-rule | header-model | qname-model | qname-pair: the first that fired
+    ("detector", pa.string()),         # header-rule | header-model | qname-model | tunnel: the first that fired
     ("header_verdict", pa.string()),   # valid | invalid (the rule's view, whichever detector fired)
     ("header_reason", pa.string()),    # why the rule said invalid, else 'ok'
     ("loss", pa.float64()),            # the header model's loss
@@ -72,10 +100,11 @@ ANOMALIES = pa.schema([
     ("model_version", pa.string()),
     ("run_id", pa.string()),
     ("scored_at", TS),
+    *ESCALATION,
 ])
 
 
-# ---- People decide (jobs/triage.py, jobs/suppress.py, jobs/export.py). Analysts may write the first two
+# ---- People decide (jobs/triage.py, jobs/suppressions.py, jobs/export.py). Analysts may write the first two
 # with plain SQL (INSERT INTO); rows that break the rules below are listed with why and ignored, never fatal.
 
 def spark_schema(schema: pa.Schema) -> StructType:
@@ -87,27 +116,30 @@ def spark_schema(schema: pa.Schema) -> StructType:
 
 # ---- What Detect and Escalate hand back to the engine: one Arrow schema, rows told apart by ``_kind`` ----
 KIND = "_kind"
-# an anomaly; per-date counts of one slice; one pair's evidence from one slice; a candidate flow (a judged flow of
-# a pair whose names in its batch were mostly odd, kept so the pair need not be read again); one flow's scores
-# (evaluate only).
+# an anomaly; per-date counts of one slice; one (date, client, server, group)'s tunnel evidence from one slice
+# (udfs/evidence.py: ``_group`` and the packed name records ``_evidence``); a candidate flow (one whose name an
+# escalated group could flag, kept so it need not be read again); one flow's scores (evaluate only);
 # an anomaly a suppression rule kept out: per date and rule, how many (``_rule``, ``_suppressed``).
 ANOMALY, COUNTS, EVIDENCE, CANDIDATE, SCORES, SUPPRESSED = "a", "c", "e", "r", "s", "x"
-COUNT_FIELDS = ("_scoped", "_skipped", "_rule", "_model", "_qname", "_flagged")
-PREFIX, ORIG_BYTES, NAMES, ODD, KEPT = "_prefix", "_orig_bytes", "_names", "_odd", "_kept"
+COUNT_FIELDS = ("_scoped", "_skipped", "_rule", "_model", "_qname", "_flagged", "_pkts")
+PREFIX, ORIG_BYTES, ORIG_PKTS, GROUP, RECORDS, KEPT = ("_prefix", "_orig_bytes", "_orig_pkts", "_group", "_evidence",
+                                                      "_kept")
 RULE, SUPPRESSED_N = "_rule_id", "_suppressed"
 # SCORES rows: which per-flow detectors fired, each on its own (bits: 1 rule, 2 header model, 4 question model).
 FIRED = "_fired"
 OUT = pa.schema([*ANOMALIES, pa.field(KIND, pa.string()), *[pa.field(c, pa.int64()) for c in (*COUNT_FIELDS, FIRED)],
-                 pa.field(NAMES, pa.binary()), pa.field(ODD, pa.binary()), pa.field(KEPT, pa.bool_()),
-                 pa.field(PREFIX, pa.binary()), pa.field(ORIG_BYTES, pa.int64()), pa.field(RULE, pa.string()),
-                 pa.field(SUPPRESSED_N, pa.int64())])
+                 pa.field(GROUP, pa.string()), pa.field(RECORDS, pa.binary()), pa.field(KEPT, pa.bool_()),
+                 pa.field(PREFIX, pa.binary()), pa.field(ORIG_BYTES, pa.int64()), pa.field(ORIG_PKTS, pa.int64()),
+                 pa.field(RULE, pa.string()), pa.field(SUPPRESSED_N, pa.int64())])
 
 # The in-scope flows a Source hands to Detect (the contract's names and types, as far as scoring needs them).
+# orig_pkts is optional (archive.columns.orig_pkts null, or absent from the files): null, and the socket rule off.
 FLOW_COLUMNS = ("flow_id", "ts", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "orig_payload_prefix",
-                "orig_bytes", "date")
+                "orig_bytes", "orig_pkts", "date")
+OPTIONAL_COLUMNS = ("orig_pkts",)
 FLOW_TYPES = {"flow_id": pa.string(), "ts": TS, "src_ip": pa.string(), "dst_ip": pa.string(),
               "src_port": pa.int32(), "dst_port": pa.int32(), "proto": pa.int32(), "orig_payload_prefix": pa.binary(),
-              "orig_bytes": pa.int64(), "date": pa.string()}
+              "orig_bytes": pa.int64(), "orig_pkts": pa.int64(), "date": pa.string()}
 FLOWS_IN = pa.schema([(c, FLOW_TYPES[c]) for c in FLOW_COLUMNS])
 
 

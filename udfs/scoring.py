@@ -41,7 +41,7 @@ from portprint.udfs.qname import (
     question_keys,
     render_qname,
 )
-from portprint.udfs.schemas import ANOMALIES, DETECTORS
+from portprint.udfs.schemas import ANOMALIES, DETECTORS, ESCALATION
 
 FIELD_OF_BYTE = ("id", "id", "flags", "flags", "qdcount", "qdcount", "ancount", "ancount",
                  "nscount", "nscount", "arcount", "arcount")
@@ -66,7 +66,7 @@ def field_of_byte(offset: int) -> str:
     return FIELD_OF_BYTE[offset] if offset < len(FIELD_OF_BYTE) else "question"
 
 
-QNAME_PAIR = DETECTORS.index("qname-pair")
+TUNNEL = DETECTORS.index("tunnel")
 # What the one UDF returns per flow: null when no detector fired, else the verdict and its explanation,
 # typed as the same columns of `anomalies` (defined once, in udfs/schemas.py).
 DETECTION = pa.struct([ANOMALIES.field(name) for name in (
@@ -78,8 +78,8 @@ DETECTION = pa.struct([ANOMALIES.field(name) for name in (
 @dataclass(frozen=True)
 class Verdicts:
     """Per flow: the header model's loss, the rule's reason code, the question model's loss (NaN where
-    it has nothing to judge), which detector fired (index into DETECTORS), and the name's key
-    (``question_keys``; what pair escalation counts)."""
+    it has nothing to judge), which detector fired (index into DETECTORS), and the question's key
+    (``question_keys``: what the question model scored)."""
 
     loss: np.ndarray
     reason: np.ndarray
@@ -229,7 +229,7 @@ class Scorer:
         for i, (row, vals) in enumerate(zip(order, worst_vals, strict=True)):
             keep = [int(b) for b, val in zip(row, vals, strict=True) if val > 0.25]  # > a quarter bit wrong
             failed.append(keep)
-            if v.detector[i] >= 3:  # qname-model or qname-pair
+            if v.detector[i] >= 3:  # qname-model or tunnel
                 fields.append(qworst[i])
             else:
                 fields.append(",".join(dict.fromkeys(field_of_byte(b) for b in keep)))
@@ -302,6 +302,7 @@ def anomaly_table(rows: pa.Table, found: pa.StructArray, meta: ModelMeta, ports:
         "model_version": [meta.model_version] * n,
         "run_id": [run_id] * n,
         "scored_at": pa.array(np.full(n, scored_at_us, dtype="datetime64[us]")),
+        **{f.name: pa.nulls(n, f.type) for f in ESCALATION},  # the Escalate stage fills them on its rows
     }
     return pa.table({f.name: (cols[f.name] if isinstance(cols[f.name], (pa.Array, pa.ChunkedArray))
                               else pa.array(cols[f.name])).cast(f.type) for f in ANOMALIES}, schema=ANOMALIES)

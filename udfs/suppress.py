@@ -12,7 +12,7 @@ Semantics, stated once:
 - ``src`` / ``dst``: an address or a CIDR block (IPv4 or IPv6; host bits must be zero). IPv4-mapped IPv6
   addresses (``::ffff:10.0.0.1``) in the data count as IPv4.
 - ``pair``: ``SRC,DST``, each an address or a CIDR block.
-- ``detector``: header-rule, header-model, qname-model or qname-pair.
+- ``detector``: header-rule, header-model, qname-model or tunnel.
 - A rule applies at time ``at`` when ``created_at <= at``, ``at < expires_at`` (none: never expires) and it
   was not removed at or before ``at``.
 """
@@ -36,7 +36,8 @@ KINDS = ("domain", "pattern", "src", "dst", "pair", "detector")
 # torch, which the analysts' side never needs).
 DETECTOR_NAMES = DETECTORS[1:]
 _LABEL = re.compile(r"^[a-z0-9_-]{1,63}$")
-_PATTERN = re.compile(r"^(dns (udp|tcp) flags=\S* qd=\S* an=\S*|bytes (udp|tcp) [0-9a-f]{0,8}|qname .+)$")
+_PATTERN = re.compile(r"^(dns (udp|tcp) flags=\S* qd=\S* an=\S*|bytes (udp|tcp) [0-9a-f]{0,8}|qname .+"
+                      r"|tunnel [zs]:.+)$")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -118,7 +119,7 @@ def normalise(kind: str, value: str | None) -> str:
         v = value.strip()
         if not _PATTERN.match(v):
             raise RuleError(f"pattern {value!r} is not a pattern key; copy one from anomaly_patterns.pattern, e.g. "
-                            "'dns udp flags=8400 qd=0001 an=0005' or 'qname *.example.net'")
+                            "'dns udp flags=8400 qd=0001 an=0005', 'qname *.example.net' or 'tunnel z:example.net'")
         return v
     if kind in ("src", "dst"):
         return str(_network(value, kind))
@@ -135,11 +136,13 @@ def normalise(kind: str, value: str | None) -> str:
 
 # ---------------------------------------------------------------- the pattern key, without Spark
 
-def _pattern(detector, verdict, proto, prefix_hex, qname, complete) -> str | None:
-    """anomaly_patterns.pattern of one anomaly: jobs/patterns.pattern_of() restated for pyarrow callers (a test
-    checks both give the same keys)."""
+def _pattern(detector, verdict, proto, prefix_hex, qname, complete, group=None) -> str | None:
+    """anomaly_patterns.pattern of one anomaly: jobs/warehouse/patterns.pattern_of() restated for pyarrow callers (a
+    test checks both give the same keys)."""
     p = "tcp" if proto == 6 else "udp"
-    if detector in ("qname-model", "qname-pair"):
+    if detector == "tunnel":
+        return f"tunnel {group or ''}"
+    if detector == "qname-model":
         if qname is None:
             return None
         name = qname.lower()
@@ -156,8 +159,9 @@ def _pattern(detector, verdict, proto, prefix_hex, qname, complete) -> str | Non
 
 def pattern_keys(anomalies: pa.Table) -> pa.Array:
     """The pattern key of every row of an ``anomalies``-shaped table."""
-    cols = [anomalies[c].to_pylist() for c in ("detector", "header_verdict", "proto", "prefix_hex", "qname",
-                                                "qname_complete")]
+    cols = [anomalies[c].to_pylist() if c in anomalies.column_names else [None] * anomalies.num_rows
+            for c in ("detector", "header_verdict", "proto", "prefix_hex", "qname", "qname_complete",
+                      "escalation_group")]
     return pa.array([_pattern(*row) for row in zip(*cols, strict=True)], pa.string())
 
 

@@ -9,7 +9,7 @@ which one runs:
 - ``run(fn, schema)``: a DataFrame of ``fn``'s output, where ``fn`` gets each Spark task's in-scope flows as an
   iterator of Arrow tables (udfs/schemas.py ``FLOWS_IN``: payload or not) — the Detect stage;
 - ``flows(pairs=None)``: the in-scope flows with a payload, optionally only those of some (date, client, server)
-  pairs — training's sample and pair escalation's second read;
+  pairs — training's sample and the Escalate stage's second read;
 - ``flows_read()``: rows read per date (exact; from the footers where they were read at planning).
 """
 

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from portprint.conf.config import Config
 from portprint.jobs.archive.plan import PREFIX_BYTES, ArchivePlan, is_remote
 from portprint.udfs.detect import has_payload, in_scope
-from portprint.udfs.schemas import FLOW_COLUMNS, FLOW_TYPES, FLOWS_IN, spark_schema
+from portprint.udfs.schemas import FLOW_COLUMNS, FLOW_TYPES, FLOWS_IN, OPTIONAL_COLUMNS, spark_schema
 
 READ_FAILED = "portprint could not read"
 Task = list[tuple[str, int, str]]  # (path, row group, date)
@@ -55,13 +55,18 @@ class Reader:
     def read(self, path: str, rg: int, date: str, columns: tuple[str, ...] = FLOW_COLUMNS[:-1],
              rows: pa.Array | None = None) -> pa.Table:
         try:
-            raw = pq.ParquetFile(path).read_row_group(rg, columns=[self.names[c] for c in columns])
+            f = pq.ParquetFile(path)
+            # An optional column (orig_pkts) that is not mapped or not in this file is read as nulls.
+            have = [c for c in columns if self.names.get(c) and (c not in OPTIONAL_COLUMNS
+                                                                 or self.names[c] in f.schema_arrow.names)]
+            raw = f.read_row_group(rg, columns=[self.names[c] for c in have])
         except (OSError, pa.ArrowException) as exc:
             # The driver turns this line into an ArchiveError that names the file.
             raise RuntimeError(f"{READ_FAILED} {path} (row group {rg}): {exc}") from None
         if rows is not None:
             raw = raw.filter(rows)
-        t = pa.table({c: raw.column(self.names[c]).cast(FLOW_TYPES[c]) for c in columns})
+        t = pa.table({c: raw.column(self.names[c]).cast(FLOW_TYPES[c]) if c in have
+                      else pa.nulls(raw.num_rows, FLOW_TYPES[c]) for c in columns})
         if "orig_payload_prefix" in columns:
             cut = pc.binary_slice(t["orig_payload_prefix"], 0, PREFIX_BYTES)
             t = t.set_column(t.schema.get_field_index("orig_payload_prefix"), "orig_payload_prefix", cut)

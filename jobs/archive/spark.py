@@ -34,6 +34,9 @@ def canonical(df: DataFrame, cols: Columns, prefix_encoding: str) -> DataFrame:
         F.col(cols.proto).cast("int").alias("proto"),
         prefix.alias("orig_payload_prefix"),
         F.col(cols.orig_bytes).cast("long").alias("orig_bytes"),
+        # Optional: not mapped, or not in the files, is null (the rule that needs it is then off).
+        (F.col(cols.orig_pkts).cast("long") if cols.orig_pkts and cols.orig_pkts in df.columns
+         else F.lit(None).cast("long")).alias("orig_pkts"),
         F.col(cols.date).cast("string").alias("date"),
     )
 
@@ -53,6 +56,7 @@ def _read_schema(cols: Columns, prefix_string: bool) -> StructType:
              (cols.dst_ip, StringType()), (cols.src_port, LongType()), (cols.dst_port, LongType()),
              (cols.proto, LongType()), (cols.orig_payload_prefix, StringType() if prefix_string else BinaryType()),
              (cols.orig_bytes, LongType()), (cols.date, StringType())]
+    types += [(c, LongType()) for c in (cols.orig_pkts,) if c]
     return StructType([StructField(name, t) for name, t in types])
 
 
@@ -63,20 +67,24 @@ def read_archive(spark: SparkSession, plan: ArchivePlan, cols: Columns, prefix_e
     prefix_string = prefix_encoding == "hex"
     needed = [cols.flow_id, cols.ts, cols.src_ip, cols.dst_ip, cols.src_port, cols.dst_port, cols.proto,
               cols.orig_payload_prefix, cols.orig_bytes]
+    optional = [c for c in (cols.orig_pkts,) if c]
     if plan.delta is not None:
         if not plan.all_files():
             return None
         t = plan.delta.table
         df = spark.read.table(t) if is_catalog_name(t) else spark.read.format("delta").load(t)
         # The partition filter prunes to the planned dates' files.
-        return df.where(F.col(cols.date).cast("string").isin(list(plan.dates))).select(*needed, cols.date)
+        return (df.where(F.col(cols.date).cast("string").isin(list(plan.dates)))
+                .select(*needed, *[c for c in optional if c in df.columns], cols.date))
     # The widest type of each column, given rather than inferred from one file: files of one date may differ
-    # (int32 or int64 ports, a timestamp with or without a zone; Parquet readers widen but never narrow).
+    # (int32 or int64 ports, a timestamp with or without a zone; Parquet readers widen but never narrow). An
+    # optional column a file lacks is read as nulls.
     reader = spark.read.option("basePath", plan.root).schema(_read_schema(cols, prefix_string))
     paths = plan.all_files()
     if not paths:
         return None
-    return reader.parquet(*paths).select(*needed, cols.date)
+    df = reader.parquet(*paths)
+    return df.select(*needed, *[c for c in optional if c in df.columns], cols.date)
 
 
 class SparkSource:

@@ -378,7 +378,7 @@ def _generate(pool: _Pool, n: int, day: str, rng: np.random.Generator, *, first:
     skew = np.where(src_k == pool.kid["client"], 2.0, 1.0)  # a few clients make most queries
     src_local = (rng.random(n) ** skew * size_s).astype(np.int64)
     # A tunnel runs on one infected host a day and talks to one name server: the site's resolver, or the
-    # attacker's own server straight (pair escalation, udfs/escalate.py, looks for exactly that).
+    # attacker's own server straight.
     tunnel = pool.c_label[cat] == LABELS.index("dns-tunnel")
     infected = zlib.crc32(day.encode())
     src_local = np.where(tunnel, infected % size_s, src_local)

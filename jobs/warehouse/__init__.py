@@ -26,7 +26,15 @@ from portprint.jobs.warehouse.history import COMMITTING, SUCCEEDED
 from portprint.jobs.warehouse.lock import STAGING, WarehouseError, commit_lock, remove_stale_staging, run_mark
 from portprint.jobs.warehouse.patterns import update_patterns
 from portprint.jobs.warehouse.people import table_path
-from portprint.jobs.warehouse.tables import ANOMALIES, PATTERN_DAYS, PATTERNS, RUNS, SUPPRESSION_HITS, spark_schema
+from portprint.jobs.warehouse.tables import (
+    ANOMALIES,
+    ESCALATION_HISTORY,
+    PATTERN_DAYS,
+    PATTERNS,
+    RUNS,
+    SUPPRESSION_HITS,
+    spark_schema,
+)
 from portprint.udfs.schemas import ANOMALY, KIND, OUT
 
 
@@ -156,11 +164,13 @@ class Warehouse:
         with commit_lock(self.root, run_id, wait, log):
             yield
 
-    def commit(self, stage: Stage, dates: list[str], runs: list[dict], hits: list[dict] = (), *,
-               rebuild_patterns: bool = False, log: Callable[[str], None] = lambda m: None) -> None:
+    def commit(self, stage: Stage, dates: list[str], runs: list[dict], hits: list[dict] = (),
+               history: pa.Table | None = None, *, rebuild_patterns: bool = False,
+               log: Callable[[str], None] = lambda m: None) -> None:
         """Make the chunk's dates in `anomalies` exactly the staged anomalies (one commit; no rows if nothing was
         staged), fold them into the pattern tables, replace the dates' `suppression_hits` (what each rule kept
-        out), and log the chunk's `runs` rows: `committing` first, the given rows (`succeeded`) last.
+        out) and `escalation_history` (per name group), and log the chunk's `runs` rows: `committing` first, the
+        given rows (`succeeded`) last.
         ``rebuild_patterns``: the dates were left half-finished by a killed run (patterns.update_patterns)."""
         t = self.tables
         self.committed = []
@@ -182,6 +192,12 @@ class Warehouse:
                 delta.replace_dates(self.spark, pa.Table.from_pylist(list(hits), schema=SUPPRESSION_HITS), hits_table,
                                     SUPPRESSION_HITS, dates, self.writer)
                 self.committed.append("suppression_hits")
+            if history is not None:
+                history_table = table_path(self.cfg, self.root, "escalation_history")
+                delta.ensure_table(self.spark, history_table, ESCALATION_HISTORY, self.cfg.output.location)
+                delta.replace_dates(self.spark, history.cast(ESCALATION_HISTORY), history_table, ESCALATION_HISTORY,
+                                    dates, self.writer)
+                self.committed.append("escalation_history")
             self.log([r | {"status": SUCCEEDED, "committed": list(self.committed)} for r in runs])
 
     def log(self, runs: list[dict]) -> None:

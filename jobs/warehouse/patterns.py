@@ -22,9 +22,10 @@ from portprint.jobs.warehouse.tables import PATTERN_DAYS, PATTERNS
 
 
 def pattern_of() -> Column:
-    """What recurs: for the question model, the parent domain of the name (or, when the prefix cuts the
-    name off, the first label's length); else the decoded header shape without the random ID when the
-    prefix is DNS-shaped, else its first bytes."""
+    """What recurs: for the tunnel detector, its escalated group (a registered domain, or a cut-off shape to one
+    server); for the question model, the parent domain of the name (or, when the prefix cuts the name off, the
+    first label's length); else the decoded header shape without the random ID when the prefix is DNS-shaped,
+    else its first bytes."""
     proto = F.when(F.col("proto") == 6, F.lit("tcp")).otherwise(F.lit("udp"))
     msg = F.when(F.col("proto") == 6, F.substring("prefix_hex", 5, 1 << 20)).otherwise(F.col("prefix_hex"))
     dns = F.concat_ws(" ", F.lit("dns"), proto, F.concat(F.lit("flags="), F.substring(msg, 5, 4)),
@@ -34,7 +35,8 @@ def pattern_of() -> Column:
     name = F.regexp_replace(F.lower(F.col("qname")), r"\.$", "")
     qname = F.when(F.col("qname_complete"), F.concat(F.lit("qname *."), F.substring_index(name, ".", -2))).otherwise(
         F.concat(F.lit("qname cut first-label="), F.length(F.substring_index(name, ".", 1)).cast("string")))
-    return (F.when(F.col("detector").isin("qname-model", "qname-pair"), qname)
+    return (F.when(F.col("detector") == "tunnel", F.concat(F.lit("tunnel "), F.coalesce("escalation_group", F.lit(""))))
+            .when(F.col("detector") == "qname-model", qname)
             .when(F.col("header_verdict") == "valid", dns).otherwise(raw))
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from portprint.udfs.schemas import ANOMALIES, FLOWS, TS, spark_schema
+from portprint.udfs.schemas import ANOMALIES, FLOWS, HISTORY, TS, spark_schema
 
-__all__ = ["ANOMALIES", "EXPORTED", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS", "SUPPRESSIONS", "SUPPRESSION_HITS",
-           "TS", "VERDICTS", "spark_schema"]
+__all__ = ["ANOMALIES", "ESCALATION_HISTORY", "EXPORTED", "FLOWS", "PATTERNS", "PATTERN_DAYS", "RUNS", "SUPPRESSIONS",
+           "SUPPRESSION_HITS", "TS", "VERDICTS", "spark_schema"]
 
 RUNS = pa.schema([
     ("run_id", pa.string()),
@@ -20,8 +20,9 @@ RUNS = pa.schema([
     ("anomalies", pa.int64()),
     ("model_flagged", pa.int64()),
     ("rule_flagged", pa.int64()),
-    ("qname_flagged", pa.int64()),     # flagged by the question model, alone or by pair escalation
-    ("pairs_escalated", pa.int64()),   # client-server pairs escalated that day
+    ("qname_flagged", pa.int64()),     # flagged by the question model alone
+    ("tunnel_flagged", pa.int64()),    # flagged by the Escalate stage (detector tunnel)
+    ("groups_escalated", pa.int64()),  # name groups (per client, or over all clients) escalated as tunnels that day
     ("suppressed", pa.int64()),        # anomalies suppression rules kept out (per rule: suppression_hits)
     ("threshold", pa.float64()),
     ("model_version", pa.string()),
@@ -40,7 +41,7 @@ RUNS = pa.schema([
     # with a `committing` row and no later row of its run was stopped midway, and its dates are not done.
     ("committed", pa.list_(pa.string())),
     ("logged_at", TS),                  # when this row was written (orders a date's attempts)
-    ("escalation", pa.string()),        # the escalation settings in force (JSON; jobs/engine/pipeline.py)
+    ("escalation", pa.string()),        # the escalate settings in force (JSON, or "off")
     ("escalation_hash", pa.string()),   # their hash: a change makes --new-only score the date again
 ])
 
@@ -104,6 +105,10 @@ SUPPRESSIONS = pa.schema([
     ("removed_by", pa.string()),        # set on the removal row
     ("removed_at", TS),
 ])
+
+# Per date and name group over all clients, what the Escalate stage counted (udfs/escalate.py HISTORY), replaced per
+# scored date: a group's history over months (first seen, daily distinct names, clients) in one table.
+ESCALATION_HISTORY = HISTORY
 
 # What scoring-time suppression kept out of `anomalies`, per date and rule (replaced per date like anomalies).
 SUPPRESSION_HITS = pa.schema([

@@ -68,7 +68,7 @@ def trend_frame(runs_df: DataFrame, window_days: int = 7, k: float = 2.0) -> Dat
 
 
 def detector_counts(anomalies_df: DataFrame) -> DataFrame:
-    """Rows of ``anomalies`` per date and detector (header-rule, header-model, qname-model, qname-pair),
+    """Rows of ``anomalies`` per date and detector (header-rule, header-model, qname-model, tunnel),
     ordered by date."""
     return (anomalies_df.groupBy("date").pivot("detector", list(DETECTORS[1:])).count()
             .na.fill(0).orderBy("date"))
