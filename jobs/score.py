@@ -21,7 +21,6 @@ from portprint.jobs.engine import pipeline
 from portprint.jobs.suppress import rules_at
 from portprint.jobs.warehouse import Warehouse, full_disk, history
 from portprint.models.artifact import ModelArtifact
-from portprint.udfs.escalate import odd_threshold
 from portprint.udfs.scoring import load_model
 from portprint.udfs.suppress import Rule
 
@@ -54,11 +53,7 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     history: ``new_only`` skips it, ``rescore`` (with ``start`` and ``end``) replaces it on purpose, a plain run
     refuses (history.AlreadyScored). ``dry_run`` decides, writes nothing, and returns the decisions."""
     t0 = time.monotonic()
-    if new_only and rescore:
-        raise ValueError("--new-only and --rescore contradict each other: --new-only skips scored dates, "
-                         "--rescore replaces them")
-    if rescore and (start is None or end is None):
-        raise ValueError("--rescore replaces history: name the dates with both --start and --end")
+    history.check_request(new_only, rescore, start, end)
     art = load_model(model_dir)
     source = open_source(spark, cfg, flows, start, end)
     sink = Warehouse(spark, cfg, warehouse, create=not dry_run)
@@ -84,9 +79,7 @@ def run_score(spark: SparkSession, cfg: Config, flows: str, model_dir: str, ware
     log(f"portprint score: run {run_id}: {len(todo)} date(s) to score in {len(chunks)} chunk(s)"
         + (f", {len(skipped)} already scored" if skipped else "")
         + f"; model {art.meta.model_version} (threshold {art.meta.threshold:.4g}); writer {sink.writer}")
-    if cfg.escalate.enabled and cfg.escalate.odd and odd_threshold(art) != odd_threshold(art):  # NaN: no odd bar
-        log(f"portprint score: model {art.meta.model_version} has no question model with an odd-name bar: the "
-            "escalate odd rule is off (shape and socket rules run); retrain with `portprint train` to turn it on")
+    pipeline.say_model_gaps(cfg, art, log)
     try:
         return _run_chunks(sink, source, art, cfg, chunks, report, flows, run_id, snapshots, rules, reasons, t0,
                            pipeline.once(log))

@@ -9,6 +9,7 @@ SparkContext, so Spark Connect works).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -202,3 +203,10 @@ def say_blind_socket(cfg: Config, counts: dict[str, dict[str, int]], log: Callab
         if blind:
             log(f"portprint score: no flow of {blind[0]}..{blind[-1]} carries orig_pkts "
                 "(archive.columns.orig_pkts): the escalate socket rule is off for those dates")
+
+
+def say_model_gaps(cfg: Config, art: ModelArtifact, log: Callable[[str], None]) -> None:
+    """Say when the model cannot serve a rule the settings ask for (no odd-name bar: the odd rule is off)."""
+    if cfg.escalate.enabled and cfg.escalate.odd and math.isnan(esc.odd_threshold(art)):
+        log(f"portprint score: model {art.meta.model_version} has no question model with an odd-name bar: the "
+            "escalate odd rule is off (shape and socket rules run); retrain with `portprint train` to turn it on")

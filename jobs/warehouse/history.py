@@ -143,3 +143,12 @@ def refusal(decisions: list[Decision]) -> str | None:
     return (f"{span} already scored (the runs table has a finished run on unchanged files); nothing was written. "
             f"Pass --new-only to score only the {len(todo)} other date(s), or --rescore with --start and --end "
             "to replace them on purpose")
+
+
+def check_request(new_only: bool, rescore: bool, start: str | None, end: str | None) -> None:
+    """Refuse a `score` request that contradicts itself (ValueError, one line for the CLI)."""
+    if new_only and rescore:
+        raise ValueError("--new-only and --rescore contradict each other: --new-only skips scored dates, "
+                         "--rescore replaces them")
+    if rescore and (start is None or end is None):
+        raise ValueError("--rescore replaces history: name the dates with both --start and --end")
