@@ -36,6 +36,12 @@ def split(src: str, dst: str, parts: int, seed: int) -> None:
                            row_group_size=250)
 
 
+def rounded(rows: list[dict]) -> list[dict]:
+    """Rows with floats to 10 significant digits: a batch of other rows changes the autoencoders' float sums in
+    the last bits (about 1e-16 relative), never a verdict."""
+    return [{k: float(f"{v:.10g}") if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
 def per_date_counts(wh: str) -> dict[str, tuple]:
     rows = DeltaTable(os.path.join(wh, "runs")).to_pyarrow_table().to_pylist()
     return {r["date"]: tuple(r[c] for c in COUNTS) for r in rows if r["status"] == "succeeded"}
@@ -69,4 +75,4 @@ def test_every_slicing_gives_identical_anomalies(spark, cfg, tmp_path):
     assert sum(c[COUNTS.index("anomalies")] for c in counts.values()) < sum(c[1] for c in counts.values())
     for name, (rows, cnt) in results.items():
         assert cnt == counts, name
-        assert len(rows) == len(reference) and rows == reference, name
+        assert len(rows) == len(reference) and rounded(rows) == rounded(reference), name
