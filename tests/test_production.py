@@ -211,3 +211,39 @@ def test_maintain_refuses_a_vacuum_shorter_than_time_travel_and_removes_dead_sta
     assert not dead.exists() and live.exists()
     assert len(DeltaTable(str(table)).file_uris()) == 1
     assert DeltaTable(str(table), version=0).to_pyarrow_table().num_rows == 1
+
+
+# --- mixed history ---------------------------------------------------------------------------------------------
+
+
+def _rows(table: str) -> list[tuple]:
+    t = DeltaTable(table).to_pyarrow_table().drop_columns(["run_id", "scored_at"])
+    return sorted(tuple(map(repr, r.values())) for r in t.to_pylist())
+
+
+def test_a_warehouse_started_by_delta_rs_is_continued_by_spark_and_back_with_identical_rows(spark, cfg,
+                                                                                         small_archive,
+                                                                                         quick_model, tmp_path):
+    from portprint.jobs.score import run_score
+
+    def score(writer: str, wh: str, end: str | None = None):
+        wcfg = replace(cfg, output=replace(cfg.output, writer=writer))
+        return run_score(spark, wcfg, small_archive, quick_model, wh, end=end, log=lambda m: None)
+
+    alone = str(tmp_path / "delta-rs-only")
+    score("delta-rs", alone)
+    want = _rows(os.path.join(alone, "anomalies"))
+    assert want
+
+    mixed = str(tmp_path / "mixed")
+    score("delta-rs", mixed, end=DATES[0])       # started by delta-rs (first date)
+    assert score("spark", mixed).writer == "spark"  # continued by Spark's writer (rewrites it, adds the second)
+    assert _rows(os.path.join(mixed, "anomalies")) == want
+    score("delta-rs", mixed)                     # and back
+    assert _rows(os.path.join(mixed, "anomalies")) == want
+    runs = DeltaTable(os.path.join(mixed, "runs")).to_pyarrow_table().sort_by([("started_at", "ascending"),
+                                                                              ("date", "ascending")])
+    assert runs.column("writer").to_pylist() == ["delta-rs", "spark", "spark", "delta-rs", "delta-rs"]
+    engines = [str(h.get("engineInfo") or h.get("clientVersion") or "") for h in
+               DeltaTable(os.path.join(mixed, "anomalies")).history()]
+    assert any("Spark" in e or "Delta-Lake" in e for e in engines) and any("delta-rs" in e for e in engines)

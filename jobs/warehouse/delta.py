@@ -141,7 +141,10 @@ def replace_dates(spark: SparkSession, staged: str | pa.Table, table: str, schem
     (column, value): the staged files also hold other rows; keep those with this value."""
     small = isinstance(staged, pa.Table)
     if writer == SPARK:
-        if small:
+        if small and staged.num_rows == 0:
+            # No rows for the dates (they are cleared): an empty Arrow table cannot make a DataFrame.
+            df = spark.createDataFrame([], spark_schema(schema))
+        elif small:
             df = spark.createDataFrame(staged.select(schema.names).cast(schema))
         elif kind:
             fields = [*spark_schema(schema).fields, *spark_schema(pa.schema([(kind[0], pa.string())])).fields]
