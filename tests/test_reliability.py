@@ -95,13 +95,13 @@ def test_timestamps_without_a_zone_are_read_as_utc(spark, cfg, day, model, tmp_p
 
 
 def test_two_flow_schemas_in_one_date_are_both_read(spark, cfg, day, model, tmp_path):
-    """One file as the contract says, one with an extra column and narrower ports (int16): same flows, same
+    """One file as the contract says, one with an extra column and narrower ports (uint16): same flows, same
     verdicts as the date written as one file."""
     half = day.num_rows // 2
     first, second = day.slice(0, half), day.slice(half)
     second = second.append_column("vlan", pa.array(np.arange(second.num_rows), pa.int32()))
     for col in ("src_port", "dst_port"):
-        second = second.set_column(second.schema.get_field_index(col), col, pc.cast(second[col], pa.int16()))
+        second = second.set_column(second.schema.get_field_index(col), col, pc.cast(second[col], pa.uint16()))
     mixed = tmp_path / "mixed"
     write(mixed, first, "part-0.parquet")
     write(mixed, second, "part-1.parquet")
