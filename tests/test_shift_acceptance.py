@@ -3,9 +3,9 @@
 Every threshold and design choice was made on the development and validation splits (docs/detection.md says which
 on which). The model is what ``portprint train`` makes at its defaults on the setting's training days; scoring goes
 through the Source reader, Detect and Escalate code `portprint score` runs (benchmarks/tunnel_eval.py's plain pass),
-and the metrics are `portprint evaluate`'s. The goals a run of this test asserts are the ones docs/detection.md
-reports as met on acceptance; a goal not met there is printed with its numbers and stated in that document, never
-tuned away on this split.
+and the metrics are `portprint evaluate`'s. It asserts the goals of issue 16 §4 on this corpus (the corpus has no
+non-DNS flows: non-DNS recall is asserted on tests/data/corpus by tests/test_corpus.py). A goal that fails here is
+stated in docs/detection.md with its numbers, never tuned away on this split.
 
 Slow (an ingest of the corpus and two trainings): run with ``PORTPRINT_ACCEPTANCE=1``.
 """
@@ -71,11 +71,12 @@ def test_no_hard_benign_category_above_half_a_percent(results, setting):
 
 def test_matched_tunnel_recall_family_mean(results):
     t = results["matched"]["tunnel"]
-    assert len(t["by_family"]) == 7
-    if os.environ.get("PORTPRINT_ACCEPTANCE_STRICT") != "1":
-        # docs/detection.md states whether the 90% goal holds on acceptance; when it does not, this test reports
-        # the numbers and asserts only that the tunnel detector is not blind.
-        print(f"matched family mean {t['family_mean']:.1%} (goal {RECALL_GOAL:.0%})")
-        assert t["family_mean"] > 0.5
-    else:
-        assert t["family_mean"] >= RECALL_GOAL
+    assert len(t["by_family"]) == 7  # every family of the acceptance day, low-and-slow, spread and beacons included
+    assert t["family_mean"] >= RECALL_GOAL, {k: f"{v['flagged']}/{v['flows']}" for k, v in t["by_family"].items()}
+
+
+def test_shifted_recall_is_reported_per_family(results):
+    t = results["impl"]["tunnel"]
+    _report(results["impl"])
+    assert set(t["by_family"]) == set(results["matched"]["tunnel"]["by_family"])
+    assert all(0 <= v["lower95"] <= v["rate"] <= v["upper95"] <= 1 for v in t["by_family"].values())
