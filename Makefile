@@ -27,13 +27,13 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 run: check-java $(BIN)/.installed
 	$(BIN)/portprint sample --out $(DEMO)/flows --days $(DAYS) --flows-per-day $(FLOWS)
 	$(BIN)/portprint train --flows $(DEMO)/flows --model $(DEMO)/model --end $$($(BIN)/python -c "import datetime as d; print(d.date(2026,11,1)+d.timedelta(days=$(DAYS)-2))")
-	$(BIN)/portprint score --flows $(DEMO)/flows --model $(DEMO)/model --warehouse $(DEMO)/warehouse
+	$(BIN)/portprint score --flows $(DEMO)/flows --model $(DEMO)/model --warehouse $(DEMO)/warehouse --new-only
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse --limit 15 \
 	  "SELECT date, detector, header_reason, round(score, 1) AS score, round(qname_score, 1) AS qscore, proto, dst_port, prefix_text, failed_fields FROM anomalies ORDER BY greatest(score, coalesce(qname_score, 0)) DESC"
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse --limit 8 \
-	  "SELECT date, detector, src_ip, dst_ip, round(qname_score, 2) AS qscore, qtype, substr(qname, 1, 50) AS qname FROM anomalies WHERE detector LIKE 'qname-%' ORDER BY qname_score DESC"
+	  "SELECT date, detector, src_ip, dst_ip, round(qname_score, 2) AS qscore, qtype, substr(qname, 1, 50) AS qname FROM anomalies WHERE detector IN ('qname-model', 'tunnel') ORDER BY date, src_ip"
 	$(BIN)/portprint sql --warehouse $(DEMO)/warehouse \
-	  "SELECT date, flows_read, flows_scored, anomalies, rule_flagged, model_flagged, qname_flagged, writer, round(seconds, 1) AS seconds FROM runs ORDER BY date"
+	  "SELECT date, flows_read, flows_scored, anomalies, rule_flagged, model_flagged, qname_flagged, tunnel_flagged, writer, round(seconds, 1) AS seconds FROM runs WHERE status = 'succeeded' ORDER BY date, logged_at"
 	$(BIN)/portprint report --warehouse $(DEMO)/warehouse --out $(DEMO)/report
 	@echo "Tables (Delta): $(DEMO)/warehouse/anomalies and $(DEMO)/warehouse/runs; model card: $(DEMO)/model/MODEL_CARD.md"
 	@echo "Report: $(DEMO)/report/report.html (and report.md beside it)"
