@@ -190,7 +190,7 @@ def append(spark: SparkSession, rows: pa.Table, table: str, writer: str, partiti
     """Append a small driver-side table (the runs log; unpartitioned: the tables people write)."""
     by = ["date"] if partitioned else []
     if writer == SPARK:
-        df = spark.createDataFrame(rows.to_pylist(), schema=spark_schema(rows.schema))
+        df = spark.createDataFrame(rows, schema=spark_schema(rows.schema))
         _save(df.write.format("delta").mode("append").option("mergeSchema", "true").partitionBy(*by), table)
         return
     _write_rs(table, rows, mode="append", partition_by=by or None, schema_mode="merge")
@@ -280,14 +280,14 @@ def merge_upsert(spark: SparkSession, source: pa.Table, table: str, key: str, wr
     if not table_exists(table, spark):
         if live.num_rows:
             if writer == SPARK:
-                df = spark.createDataFrame(live.to_pylist(), schema=spark_schema(live.schema))
+                df = spark.createDataFrame(live, schema=spark_schema(live.schema))
                 _save(df.write.format("delta"), table)
             else:
                 _write_rs(table, live)
         return
     if writer == SPARK:
         view = f"_portprint_merge_{uuid.uuid4().hex[:12]}"
-        spark.createDataFrame(source.to_pylist(), schema=spark_schema(source.schema)).createOrReplaceTempView(view)
+        spark.createDataFrame(source, schema=spark_schema(source.schema)).createOrReplaceTempView(view)
         try:
             # WITH SCHEMA EVOLUTION: a table an older portprint wrote takes this one's new columns.
             spark.sql(f"MERGE WITH SCHEMA EVOLUTION INTO {_sql_ref(table)} AS t USING {view} AS s "
