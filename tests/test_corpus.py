@@ -126,8 +126,9 @@ def test_train_narrow_test_wide_on_real_software(spark, archive, narrow, tmp_pat
     # Every non-DNS protocol is caught (the rule carries this); none of them below 98%.
     assert all(rate == 1.0 for rate in ev["recall_per_protocol"].values()), ev["recall_per_protocol"]
     assert len(ev["recall_per_protocol"]) >= 8
-    # The goals, hard-benign names included in the genuine DNS.
-    assert ev["tunnel"]["recall"] >= TUNNEL_RECALL_FLOOR, ev["tunnel"]
+    # The goals as the tunnel issue states them (recall: the mean over tool families, so the tool with the most
+    # flows does not hide the others), hard-benign names included in the genuine DNS.
+    assert ev["tunnel"]["family_mean"] >= TUNNEL_RECALL_FLOOR, ev["tunnel"]
     assert ev["fpr"] <= DNS_FPR_CEILING, (dns, ev["hard_benign"])
     # Only names show tunnels: the question model, and the Escalate stage (which adds only flows nothing else flagged).
     det = ev["detectors"]
