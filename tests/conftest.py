@@ -63,6 +63,29 @@ def quick_model(spark, cfg, small_archive, tmp_path_factory) -> str:
     return out
 
 
+MONTH_DAYS = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
+
+
+@pytest.fixture(scope="session")
+def month_archive(tmp_path_factory) -> str:
+    """Four days of sample flows with 1% non-DNS, shared by the backfill and triage tests (``MONTH_DAYS``)."""
+    from portprint.jobs.sample import write_sample
+
+    out = str(tmp_path_factory.mktemp("month") / "flows")
+    write_sample(out, days=len(MONTH_DAYS), flows_per_day=5000, seed=44, start=MONTH_DAYS[0], non_dns_fraction=0.01)
+    return out
+
+
+@pytest.fixture(scope="session")
+def month_model(spark, cfg, month_archive, tmp_path_factory) -> str:
+    """A model trained on the first two days of ``month_archive``, as a nightly job would have."""
+    from portprint.jobs.train import run_train
+
+    out = str(tmp_path_factory.mktemp("month-model"))
+    run_train(spark, cfg, month_archive, out, end=MONTH_DAYS[1], log=lambda m: None)
+    return out
+
+
 @pytest.fixture(scope="session")
 def spark(cfg):
     """The suite's single Spark session (classic, local[2]); stopped at the end of the run."""

@@ -6,29 +6,24 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import MONTH_DAYS
 from deltalake import DeltaTable
 
 from portprint.jobs.archive.plan import ArchiveError
-from portprint.jobs.sample import write_sample
 from portprint.jobs.score import run_score
-from portprint.jobs.train import run_train
 
 pytestmark = pytest.mark.slow
-DAYS = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
+DAYS = MONTH_DAYS
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("backfill") / "flows")
-    write_sample(out, days=len(DAYS), flows_per_day=5000, seed=44, start=DAYS[0], non_dns_fraction=0.01)
-    return out
+def archive(month_archive):
+    return month_archive
 
 
 @pytest.fixture(scope="module")
-def model(spark, cfg, archive, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("model"))
-    run_train(spark, cfg, archive, out, end=DAYS[1], log=lambda m: None)
-    return out
+def model(month_model):
+    return month_model
 
 
 def table(wh: str, name: str):

@@ -73,7 +73,7 @@ def test_a_rescore_killed_at_each_step_is_repaired_by_the_next_nightly_run(spark
     assert [r["status"] for r in mine if r["status"] == "committing"] == ["committing"]
     if point == "score:before-unstage":
         assert [(r["status"], r["committed"]) for r in closed] == [
-            ("succeeded", ["anomalies", "anomaly_pattern_days", "anomaly_patterns"])]
+            ("succeeded", ["anomalies", "anomaly_pattern_days", "anomaly_patterns", "escalation_history"])]
     else:
         assert closed == []
     # What the tables hold at the kill: the old rows, or the new anomalies beside the old patterns.

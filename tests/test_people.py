@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import MONTH_DAYS
 from deltalake import DeltaTable, write_deltalake
 
 from portprint.jobs import suppress as suppressions
 from portprint.jobs import triage
 from portprint.jobs.cli import main
 from portprint.jobs.export import run_export
-from portprint.jobs.sample import write_sample
 from portprint.jobs.score import run_score
 from portprint.jobs.sql import register_tables
 from portprint.jobs.train import run_train
@@ -28,7 +28,7 @@ from portprint.jobs.warehouse.tables import ANOMALIES, SUPPRESSIONS, VERDICTS
 from portprint.udfs.suppress import pattern_keys
 
 pytestmark = pytest.mark.slow
-DAYS = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
+DAYS = MONTH_DAYS
 UTC = dt.timezone.utc
 
 
@@ -76,17 +76,13 @@ def view_status(spark, cfg, wh: str, at: dt.datetime | None = None) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("people") / "flows")
-    write_sample(out, days=len(DAYS), flows_per_day=5000, seed=44, start=DAYS[0], non_dns_fraction=0.01)
-    return out
+def archive(month_archive):
+    return month_archive
 
 
 @pytest.fixture(scope="module")
-def model(spark, cfg, archive, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("people-model"))
-    run_train(spark, cfg, archive, out, end=DAYS[1], log=lambda m: None)
-    return out
+def model(month_model):
+    return month_model
 
 
 @pytest.fixture(scope="module")
