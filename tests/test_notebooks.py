@@ -146,6 +146,7 @@ def _schemas() -> dict[str, pa.Schema]:
     patterns = getattr(tables, "PATTERNS", None) or getattr(tables, "ANOMALY_PATTERNS", None) or PATTERNS_GUESS
     return {"anomalies": tables.ANOMALIES, "runs": tables.RUNS, "anomaly_patterns": patterns,
             "verdicts": tables.VERDICTS, "suppressions": tables.SUPPRESSIONS, "anomalies_triaged": TRIAGED,
+            "escalation_history": tables.ESCALATION_HISTORY,
             "suppression_rules": pa.schema([*tables.SUPPRESSIONS, ("state", pa.string())])}
 
 
