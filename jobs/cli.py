@@ -464,8 +464,10 @@ def _promote(spark, cfg, args: argparse.Namespace) -> int:
 
 
 def _sql(spark, cfg, args: argparse.Namespace) -> int:
-    from portprint.jobs.sql import inert_frame, register_tables
+    from portprint.jobs.sql import create_writable_tables, inert_frame, register_tables
 
+    if args.write:
+        create_writable_tables(spark, cfg, args.warehouse)
     register_tables(spark, cfg, args.warehouse)
     # pyspark also logs analysis errors as JSON on stderr; portprint reports them itself, in one line.
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)

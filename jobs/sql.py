@@ -27,6 +27,7 @@ from portprint.jobs.warehouse.tables import (
     RUNS,
     SUPPRESSION_HITS,
     SUPPRESSIONS,
+    VERDICTS,
 )
 
 VIEWS = ("anomalies", "runs", "anomaly_patterns", "verdicts", "suppressions", "suppression_rules",
@@ -60,6 +61,17 @@ def register_tables(spark: SparkSession, cfg: Config, warehouse: str, at: dt.dat
     if reader == delta_io.SPARK and cfg.spark.master is not None:
         register_history(spark, cfg, warehouse)
     return reader
+
+
+# The tables analysts write by hand (`INSERT INTO portprint.verdicts ...`, README). They exist only once someone
+# recorded a verdict or a rule; `portprint sql --write` creates them empty first, so a first INSERT has a table.
+WRITABLE = (("verdicts", VERDICTS), ("suppressions", SUPPRESSIONS))
+
+
+def create_writable_tables(spark: SparkSession, cfg: Config, warehouse: str) -> None:
+    for key, schema in WRITABLE:
+        if not delta_io.table_exists(people_tables.table_path(cfg, warehouse, key), spark):
+            people_tables.append_rows(spark, cfg, warehouse, key, schema.empty_table())
 
 
 # The warehouse's tables as `portprint sql` names them for time travel: <output.sql_schema>.<name>.

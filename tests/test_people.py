@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -214,6 +215,21 @@ def test_rows_written_by_hand_are_listed_with_why_and_ignored(spark, cfg, scored
     assert main(["suppress", "list", "--warehouse", wh]) == 0
     err = capsys.readouterr().err
     assert "ignored verdict row v1" in err and "ignored suppressions row w" in err
+
+
+def test_the_readmes_insert_records_a_verdict_where_none_was_recorded_yet(spark, cfg, scored, tmp_path):
+    """The README's plain-SQL verdict, run as written through `portprint sql --write` on a warehouse with no
+    verdicts table yet, is a verdict like any other."""
+    wh = str(tmp_path / "wh")
+    shutil.copytree(scored["wh"], wh)
+    shutil.rmtree(os.path.join(wh, "verdicts"))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    insert = re.search(r"^INSERT INTO portprint\.verdicts .*?;$", readme, re.S | re.M).group(0).rstrip(";")
+    flow = scored["flow"]["flow_id"]
+    assert main(["sql", "--warehouse", wh, "--write", insert.replace("F20261103-0000a1b2", flow)]) == 0
+    got = [(r["recorded_by"], r["target_kind"], r["flow_id"], r["status"], r["note"]) for r in rows(wh, "verdicts")]
+    assert got == [("ana", "flow", flow, "benign", "backup agent")]
+    assert view_status(spark, cfg, wh)[flow][0] == "benign"
 
 
 def test_triage_and_suppress_from_the_command_line(spark, scored, tmp_path, capsys):
