@@ -224,8 +224,10 @@ LIMIT 20
 
 # MAGIC %md ## Triage: what is still untriaged, oldest first (`anomalies_triaged`: status, verdict, suppressing rule)
 # MAGIC Record a verdict with `portprint triage`, or in SQL:
-# MAGIC `INSERT INTO verdicts VALUES (uuid(), current_timestamp(), 'ana', 'pattern', NULL, 'bytes tcp 5353482d',
-# MAGIC NULL, NULL, NULL, NULL, 'benign', 'lab SSH on 53')`. Malformed rows are listed in `verdicts_rejected`.
+# MAGIC `INSERT INTO <the verdicts table> (verdict_id, recorded_at, recorded_by, target_kind, pattern, status, note)
+# MAGIC SELECT uuid(), current_timestamp(), 'ana', 'pattern', 'bytes tcp 5353482d', 'benign', 'lab SSH on 53'`
+# MAGIC (the table's catalog name from the target's conf, or `portprint.verdicts` locally). Malformed rows are
+# MAGIC listed in `verdicts_rejected`.
 
 # COMMAND ----------
 
