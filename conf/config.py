@@ -127,7 +127,7 @@ class EscalateConf:
     companion_bytes: int = 8       # in a shape/socket group, new names with this many non-word data bytes go along
     # session: many new names of one client and registered domain carry one id-like token (polling, a session id)
     session_min_names: int = 20
-    session_share: float = 0.5
+    session_share: float = 0.4
     # odd: the question model's view, with the day's own base rate
     odd: bool = True
     odd_rate: float = 0.1          # training: a name is odd above the held-out (1 - odd_rate) quantile

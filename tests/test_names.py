@@ -28,7 +28,8 @@ def wire(name: str, qtype: str = "A", proto: int = UDP) -> bytes:
 def kernel_rows(prefixes: list[bytes | None], protos: list[int]) -> list[dict | None]:
     """The kernels' facts per flow, as the reference's dicts (None: no name a tunnel could use)."""
     got = names.describe(pa.array(prefixes, pa.binary()), np.array(protos, np.int8))
-    fields = ("qtype", "complete", "zone", "data_bytes", "token", "token_alpha", "strange", "wordy", "tag")
+    fields = ("qtype", "complete", "zone", "data_bytes", "token", "token_alpha", "strange", "wordy", "tag",
+              "counted")
     out = []
     for i in range(len(prefixes)):
         if got.key[i] == 0:
@@ -39,7 +40,9 @@ def kernel_rows(prefixes: list[bytes | None], protos: list[int]) -> list[dict | 
     return out
 
 
-label = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-_+/=", min_size=1, max_size=30)
+label = st.one_of(st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-_+/=", min_size=1, max_size=30),
+                  st.text(alphabet="0123456789", min_size=1, max_size=8),  # counters and numeric ids
+                  st.text(alphabet="0123456789abcdef", min_size=14, max_size=40))  # hex data tokens
 tail = st.sampled_from(["com", "co.uk", "ck", "www.ck", "kawasaki.jp", "city.kawasaki.jp", "test", "xn--p1ai",
                         "k12.ma.us", "cluster.local", "in-addr.arpa", "ip6.arpa", "sophosxl.net"])
 
@@ -104,3 +107,26 @@ def test_what_a_tunnel_name_shows_and_what_a_host_name_shows():
     assert beacon["tag"] != 0 and beacon["tag"] == kernel_rows([wire("f27337b7.19.b.telemetrysvc.net.")], [UDP])[0][
         "tag"]  # the session id, not the counter
     assert short is None  # two labels: a TLD's servers answer it
+
+
+@pytest.mark.parametrize("name, counted", [
+    ("77650a7374616e6420726561647920746f2065.12.p.example.net.", True),   # hex fragment, then its index
+    ("12.ebdg64raorugkidqovzha33tm.x.example.com.", True),                # index, then a base32 fragment
+    ("e5dnmfyhazlsbjzxk3tsobrqsc.26.7fe1.s.example.org.", True),
+    ("0.0.0.0.1.0.0.4e.5a73whfsesp4pkd2h43pgmimww.avqs.mcafee.com.", False),  # digits, but none beside the hash
+    ("2ca77ea7167a97a8a9371c72c4e5fe1a.p.02.sxl.sophosxl.net.", False),
+    ("138.143.163.82.zen.spamhaus.org.", False),                          # octets with no data token
+    ("internationalization.12.example.com.", False),                      # a word is no data token
+    ("77650a7374616e6420726561647920746f2065.123456.p.example.net.", False),  # six digits: no counter
+])
+def test_a_data_token_beside_a_counter_label_is_a_numbered_fragment(name, counted):
+    assert kernel_rows([wire(name)], [UDP])[0]["counted"] is counted
+
+
+def test_a_session_id_of_digits_only_is_a_tag_when_no_mixed_id_is_there():
+    one, two, mixed, short = kernel_rows([wire("91060439.1.c.updcheck.org.", "TXT"), wire("91060439.2.c.updcheck.org."),
+                                          wire("f27337b7.91060439.c.updcheck.org."), wire("12345.3.c.example.org.")],
+                                         [UDP] * 4)
+    assert one["tag"] != 0 and one["tag"] == two["tag"]  # the id, not the counter
+    assert mixed["tag"] == kernel_rows([wire("f27337b7.1.c.updcheck.org.")], [UDP])[0]["tag"]  # a mixed id first
+    assert short["tag"] == 0  # five digits: a counter, a port, an octet, never an id

@@ -137,9 +137,9 @@ class Detector:
         """Add the batch's names to the slice's evidence; yield as candidates the flows no per-flow detector
         flagged that a rule could flag on their own (escalate.flow_rules), so an escalated group need not be read
         again: shape and socket candidates always; a group's companion names (new, carrying data) where the batch
-        shows its shape or socket evidence too; odd names where the batch shows the group mostly odd; tagged names
-        where the batch shows the tag twice. Where some are not kept, the slice says so (``kept``) and an escalated
-        group's flows are read again."""
+        shows its shape or socket evidence too; odd names where the batch shows the group mostly odd; tagged names,
+        and their group's new names, where the batch shows a tag twice. Where some are not kept, the slice says
+        so (``kept``) and an escalated group's flows are read again."""
         nm, group, bits = escalate.flow_view(rows, v.qloss, self.odd, self.settings)
         self.evidence.add(rows, nm, group, bits)
         # Asks within the batch: a name asked more than max_asks times here is asked more that day, and the odd
@@ -171,9 +171,12 @@ class Detector:
         _, tag_at, tag_n = np.unique(np.stack([where, nm.tag.astype(np.int64)], axis=1), axis=0,
                                      return_inverse=True, return_counts=True)
         shared = tag_n[tag_at.ravel()] >= 2
+        # A session's companions where the batch shows the client's group sending a tag more than once.
+        session_companion = (elig & escalate.SESSION_COMPANION) > 0
+        session = per_group(tagged & shared) > 0
         keep = free & (((elig & (escalate.SHAPE | escalate.SOCKET_RULE)) > 0) | (odd & oddish) | (companion & strong)
-                       | (tagged & shared))
-        self.evidence.not_kept(rows, group, free & (odd | companion | tagged) & ~keep)
+                       | (tagged & shared) | (session_companion & session))
+        self.evidence.not_kept(rows, group, free & (odd | companion | tagged | session_companion) & ~keep)
         if keep.any():
             cand = rows.filter(pa.array(keep)).select(list(FLOW_COLUMNS))
             yield from as_out(cand.rename_columns(

@@ -11,7 +11,8 @@ numbers in an ``escalation_reason`` an analyst can check:
 
 - **shape**: at least ``shape_min_names`` distinct names, and ``shape_min_share`` of the group's, that no ordinary
   host name has: a label of ``shape_label`` bytes or more in an encoding alphabet (tools fill labels towards the
-  63-byte maximum; genuine hash, GUID and CDN labels stop short of it), characters host names never use
+  63-byte maximum; genuine hash, GUID and CDN labels stop short of it), a data token next to a counter label
+  (a fragment numbered for reassembly: ``<hex>.17.``, ``17.<base32>.``), characters host names never use
   (``=+/``, binary), or the NULL/PRIVATE record types. With ``zone_level`` also over all clients of the group,
   so an exfiltration spread over many sources adds up. Site-independent: it needs no training window.
 - **socket**: a UDP flow that carried ``socket_pkts`` datagrams or more from the client (one socket kept open, as
@@ -50,6 +51,7 @@ from portprint.models.artifact import ModelArtifact
 from portprint.udfs import suppress
 from portprint.udfs.evidence import (
     CARRIER,
+    COUNTED,
     EVIDENCE,
     JUDGED,
     ODD,
@@ -132,7 +134,7 @@ def _flags(token: np.ndarray, alpha: np.ndarray, data_bytes: np.ndarray, bits: n
     # A token no host name has: hex longer than any hash in a label (SHA-1 is 40), or other encoded text
     # longer than base32 hashes and GUID parts; characters host names never use; NULL/PRIVATE.
     long_token = (hexa & (token >= s.shape_hex)) | (text & ~wordy & (token >= s.shape_text))
-    shaped = long_token | ((bits & STRANGE) > 0) | rare
+    shaped = long_token | ((bits & STRANGE) > 0) | rare | ((bits & COUNTED) > 0)
     arpa = np.char.endswith(group.astype(str), ".arpa")
     encoded = (hexa | text) & ~wordy
     datalike = ~arpa & (shaped | ((((bits & CARRIER) > 0) | rare) & encoded & (token >= s.socket_label)))
@@ -142,9 +144,13 @@ def _flags(token: np.ndarray, alpha: np.ndarray, data_bytes: np.ndarray, bits: n
     # In a group escalated by shape or socket, its other new names that carry data are the same tunnel's
     # (its polls and handshakes), and are flagged with it.
     companion = ~arpa & new & (data_bytes >= s.companion_bytes) & ~wordy
+    # In a client's registered domain that the session rule escalated, its other new names are the session's
+    # too, short ones included: a resolver's minimised queries on the way to it ('17.b.<domain>'), its polls.
+    session_companion = ~arpa & new & ~wordy
     socket = (bits & SOCKET) > 0
     return {"shaped": shaped, "datalike": datalike, "odd_new": odd_new, "companion": companion,
-            "sock": socket & datalike, "sock_plain": socket & ~datalike, "tagged": new & (tag != 0) & ~arpa}
+            "session_companion": session_companion, "sock": socket & datalike, "sock_plain": socket & ~datalike,
+            "tagged": new & (tag != 0) & ~arpa}
 
 
 def name_flags(names: pa.Table, s: EscalateConf) -> dict[str, np.ndarray]:
@@ -155,21 +161,24 @@ def name_flags(names: pa.Table, s: EscalateConf) -> dict[str, np.ndarray]:
                   names["group"].to_numpy(zero_copy_only=False), names["tag"].to_numpy(), s)
 
 
-SHAPE, SOCKET_RULE, SESSION, ODD_RULE, COMPANION = 1, 2, 4, 8, 16  # flow_rules bits: RULES in order, companions
+# flow_rules bits: RULES in order, then the companions of shape and socket, and those of session
+SHAPE, SOCKET_RULE, SESSION, ODD_RULE, COMPANION, SESSION_COMPANION = 1, 2, 4, 8, 16, 32
 
 
 def flow_rules(nm: Names, group: np.ndarray, bits: np.ndarray, asks: np.ndarray, s: EscalateConf) -> np.ndarray:
     """Per flow: which rules could flag it, judged on the flow alone (bits: 1 shape, its name is tunnel-shaped;
     2 socket, it kept a UDP socket open and its name is data-like; 4 session, its name is new and carries a tag, an
     id-like token; 8 odd, its name is odd, carries data and was asked at most ``asks`` times; 16 companion, its name
-    is new and carries data, flagged in a group that shape or socket escalated). A flow of an escalated group is
-    flagged by a rule only when the rule's bit (or, for shape and socket, the companion bit) is set here too, so
+    is new and carries data, flagged in a group that shape or socket escalated; 32 session companion, its name is
+    new and not words, flagged in a registered domain the session rule escalated for its client). A flow of an
+    escalated group is flagged by a rule only when the rule's bit (or its companions' bit) is set here too, so
     Detect keeps these flows as candidates and the per-flow step agrees with it."""
     g = np.where(group == None, "", group).astype(str)  # noqa: E711 (elementwise over an object array)
     f = _flags(nm.token, nm.token_alpha, nm.data_bytes, bits, asks, g, nm.tag, s)
-    f["companion"] &= np.char.startswith(g, "z:")  # companions only ever in a registered domain's group
+    zone = np.char.startswith(g, "z:")  # companions only ever in a registered domain's group
     out = (np.where(f["shaped"], SHAPE, 0) | np.where(f["sock"], SOCKET_RULE, 0) | np.where(f["tagged"], SESSION, 0)
-           | np.where(f["odd_new"], ODD_RULE, 0) | np.where(f["companion"], COMPANION, 0)).astype(np.uint8)
+           | np.where(f["odd_new"], ODD_RULE, 0) | np.where(f["companion"] & zone, COMPANION, 0)
+           | np.where(f["session_companion"] & zone, SESSION_COMPANION, 0)).astype(np.uint8)
     return np.where(nm.key != 0, out, 0).astype(np.uint8)
 
 
@@ -254,8 +263,9 @@ def decide(names: pa.Table, s: EscalateConf, odd_rate: float, odd_on: bool = Tru
             for i in np.flatnonzero(hit):
                 out.append(_row(cols, i, level, "shape", int(shaped[i]), math.nan, math.nan,
                                 f"{shaped[i]} of {n[i]} distinct names carry a {s.shape_hex}-byte hex or "
-                                f"{s.shape_text}-byte encoded token, characters host names never use, or NULL/PRIVATE "
-                                f"queries (at least {s.shape_min_names} and {s.shape_min_share:.0%} needed)"))
+                                f"{s.shape_text}-byte encoded token, a data token numbered by a counter label, "
+                                f"characters host names never use, or NULL/PRIVATE queries (at least "
+                                f"{s.shape_min_names} and {s.shape_min_share:.0%} needed)"))
         if level == "zone":
             continue
         quiet = _socket_quiet(cols, s)
@@ -357,7 +367,7 @@ def flagged_names(names: pa.Table, chosen: pa.Table, s: EscalateConf) -> pa.Tabl
         if r["level"] == "client":
             sel = pc.and_(sel, pc.equal(names["src_ip"], r["src_ip"]))
         mine = which[r["rule"]] & (tags == r["tag"]) if r["rule"] == "session" else which[r["rule"]]
-        extra = f["companion"] if with_companions else False
+        extra = (f["session_companion"] if r["rule"] == "session" else f["companion"]) if with_companions else False
         rows = np.flatnonzero(sel.to_numpy(zero_copy_only=False) & (mine | extra))
         keys = np.unique(names["key"].to_numpy()[rows])
         parts.append(pa.table({"date": [r["date"]] * len(keys), "src_ip": pa.array([r["src_ip"]] * len(keys),
@@ -476,6 +486,7 @@ def match(rows: pa.Table, keys: np.ndarray, group: np.ndarray, eligible: np.ndar
             r, k = j["row"].to_numpy(), j["rank"].to_numpy()
             bit = np.left_shift(1, k).astype(np.uint8)
             bit = np.where(k <= rank["socket"], bit | COMPANION, bit)  # shape and socket flag their companions too
+            bit = np.where(k == rank["session"], bit | SESSION_COMPANION, bit)  # and session its own
             ok = (eligible[r] & bit) > 0
             np.minimum.at(best, r[ok], k[ok])
     return np.where(best < len(RULES), best, -1).astype(np.int8)

@@ -32,9 +32,9 @@ from portprint.udfs.names import ALPHABETS, BINARY, DIGITS, HEX, NONE, Names
 # One distinct name of a (date, client, server, group) in a slice: 20 bytes, little-endian.
 REC = np.dtype([("key", "<u8"), ("asks", "<u4"), ("token", "u1"), ("token_alpha", "u1"), ("data_bytes", "u1"),
                 ("bits", "u1"), ("tag", "<u4")])
-STRANGE, RARE, CARRIER, WORDY, ODD, SOCKET, JUDGED = (1 << i for i in range(7))
+STRANGE, RARE, CARRIER, WORDY, ODD, SOCKET, JUDGED, COUNTED = (1 << i for i in range(8))
 BITS = {"strange": STRANGE, "rare": RARE, "carrier": CARRIER, "wordy": WORDY, "odd": ODD, "socket": SOCKET,
-        "judged": JUDGED}
+        "judged": JUDGED, "counted": COUNTED}
 
 # Record types tunnel tools use for their downstream that ordinary clients almost never ask: NULL, iodine's
 # PRIVATE (65399). And those tunnels use that ordinary clients ask too: CNAME, MX, TXT, KEY, SRV.
@@ -92,6 +92,7 @@ def flow_bits(names: Names, qloss: np.ndarray, odd_threshold: float, proto: np.n
     bits |= np.where(np.isin(names.qtype, RARE_QTYPES), RARE, 0).astype(np.uint8)
     bits |= np.where(np.isin(names.qtype, CARRIER_QTYPES), CARRIER, 0).astype(np.uint8)
     bits |= np.where(names.wordy, WORDY, 0).astype(np.uint8)
+    bits |= np.where(names.counted, COUNTED, 0).astype(np.uint8)
     q = np.asarray(qloss, dtype=np.float64)
     bits |= np.where(~np.isnan(q), JUDGED, 0).astype(np.uint8)
     with np.errstate(invalid="ignore"):

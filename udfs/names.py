@@ -43,6 +43,9 @@ ALPHABETS = ("none", "digits", "hex", "alnum", "host", "base64", "binary")
 NONE, DIGITS, HEX, ALNUM, HOST, BASE64, BINARY = range(len(ALPHABETS))
 WORDY_SHARE = 0.45  # words have ~60-80% frequent letter pairs; random base32/hex/base64 letters ~20%
 TAG_MIN = 4  # a session id: four bytes of letters and digits or more ('7fe1', 'f27337b7'); shorter ones recur by chance
+TAG_DIGITS = 6  # a session id of digits only: a random 8-hex id is all digits once in 43 ('91060439'), a date 8
+COUNTER_MAX = 5  # a counter label: 1 to 5 digits (a fragment index; an IPv4 octet or a version is one too)
+COUNTED_DATA = 16  # a data token a counter numbers: 16 bytes or more of letters and digits mixed (hex, base32)
 WORDY_MIN_PAIRS = 8  # fewer letter pairs (a hex label, a short name) say nothing either way
 
 # Byte classes (after case folding): bit 0 a-f, 1 g-z, 2 digit, 3 '-', 4 '_', 5 '+/=', 6 anything else.
@@ -135,7 +138,7 @@ def _parse(offsets, data, validity, bit_offset, proto, fold):
 
 @nb.njit(cache=True, nogil=True)
 def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, zone_labels, cls, fold, letter,
-           pair, wordy_share, wordy_min_pairs, tag_min):
+           pair, wordy_share, wordy_min_pairs, tag_min, tag_digits, counter_max, counted_data):
     """Per flow with a name: facts of its data labels (all but the registered domain's ``zone_labels``)."""
     n = offsets.shape[0] - 1
     data_bytes = np.zeros(n, dtype=np.int32)
@@ -144,10 +147,14 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
     strange = np.zeros(n, dtype=np.bool_)
     wordy = np.zeros(n, dtype=np.bool_)
     tag = np.zeros(n, dtype=np.uint32)
+    counted = np.zeros(n, dtype=np.bool_)
     for i in range(n):
         if keys[i] == 0:
             continue
         tag_len = 1 << 30
+        dtag = np.uint32(0)
+        dtag_len = 1 << 30
+        prev_kind = 0  # the previous data label: 0 other, 1 a counter, 2 holds a data token
         start = offsets[i]
         stop = offsets[i + 1] if _is_valid(validity, bit_offset, i) else start
         pos = start + _message_start(proto[i]) + HEADER_LEN
@@ -163,6 +170,8 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
                 data_bytes[i] += length
                 run = 0
                 run_mask = 0
+                label_mask = 0
+                has_data = False
                 prev = -1  # the previous byte, folded (-1: a label boundary)
                 for m in range(a, b + 1):
                     c = fold[data[m]] if m < b else 0
@@ -176,8 +185,16 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
                             for t in range(m - run, m):
                                 h = (h ^ np.uint32(fold[data[t]])) * np.uint32(16777619)
                             tag[i] = h if h != 0 else np.uint32(1)
+                        if whole and tag_digits <= run < dtag_len and run_mask == 4:
+                            dtag_len = run
+                            h = np.uint32(2166136261)
+                            for t in range(m - run, m):
+                                h = (h ^ np.uint32(fold[data[t]])) * np.uint32(16777619)
+                            dtag = h if h != 0 else np.uint32(1)
                         if not whole:
                             run += pos + 1 + length - b  # cut off: taken to run on to the declared end
+                        if run >= counted_data and run_mask & 4 and run_mask & 3 and run_mask & ~7 == 0:
+                            has_data = True
                         if run > best:
                             best = run
                             token_alpha[i] = _alphabet(run_mask)
@@ -189,15 +206,23 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
                         if cls[c] & 96:  # '+/=' or a byte outside the host-name alphabet
                             strange[i] = True
                     if m < b:
+                        label_mask |= cls[c]
                         if prev >= 0 and letter[prev] and letter[c]:
                             pairs += 1
                             if pair[prev, c]:
                                 common += 1
                         prev = c
+                counter = b == pos + 1 + length and 1 <= length <= counter_max and label_mask == 4
+                kind = 1 if counter else (2 if has_data else 0)
+                if (kind == 1 and prev_kind == 2) or (kind == 2 and prev_kind == 1):
+                    counted[i] = True
+                prev_kind = kind
             pos += 1 + length
+        if tag[i] == 0:
+            tag[i] = dtag
         token[i] = max(best, 0)
         wordy[i] = pairs >= wordy_min_pairs and common >= wordy_share * pairs
-    return data_bytes, token, token_alpha, strange, wordy, tag
+    return data_bytes, token, token_alpha, strange, wordy, tag, counted
 
 
 @functools.lru_cache(maxsize=1)
@@ -252,7 +277,10 @@ class Names(NamedTuple):
     strange: np.ndarray      # bool: a data byte no host name uses ('+/=', binary, ...), underscore aside
     wordy: np.ndarray        # bool: the data labels read as words (frequent English letter pairs)
     tag: np.ndarray          # uint32: FNV-1a of the shortest whole data token mixing letters and digits, of at
-    #                          least TAG_MIN bytes (a session or client id); 0 where there is none
+    #                          least TAG_MIN bytes (a session or client id), else of the shortest whole token of
+    #                          TAG_DIGITS digits or more; 0 where there is none
+    counted: np.ndarray      # bool: a data label holding a COUNTED_DATA-byte token sits next to a counter label
+    #                          (1 to COUNTER_MAX digits): a fragment numbered for reassembly
 
 
 def describe(prefix: pa.Array | pa.ChunkedArray, proto: np.ndarray) -> Names:
@@ -277,7 +305,8 @@ def describe(prefix: pa.Array | pa.ChunkedArray, proto: np.ndarray) -> Names:
                 hit = uniq[raw] = (z, z.count(".") + 1 if z else 0)
             zone[rows[j]], zone_labels[rows[j]] = hit
     facts = _facts(buf.offsets, buf.data, buf.validity, buf.bit_offset, p, keys, complete, labels, zone_labels, _CLS,
-                   _FOLD, _LETTER, _PAIR, WORDY_SHARE, WORDY_MIN_PAIRS, TAG_MIN)
+                   _FOLD, _LETTER, _PAIR, WORDY_SHARE, WORDY_MIN_PAIRS, TAG_MIN, TAG_DIGITS, COUNTER_MAX,
+                   COUNTED_DATA)
     return Names(keys, qtypes, complete, zone, *facts)
 
 
@@ -330,18 +359,33 @@ def describe_py(prefix: bytes | None, proto: int) -> dict | None:
     zone = registered_domain(".".join(label_text(v) for _, v in labels)) if complete else ""
     data = labels[: len(labels) - (zone.count(".") + 1)] if complete else labels
     tokens: list[tuple[int, bytes]] = []
-    tag, tag_len = 0, 1 << 30
+    ids: list[bytes] = []  # whole tokens of letters and digits mixed, of TAG_MIN bytes or more
+    numbers: list[bytes] = []  # whole tokens of TAG_DIGITS digits or more
+    kinds: list[str] = []  # per data label: "counter", "data" (a COUNTED_DATA-byte token of letters and digits) or ""
     for n, v in data:
         parts = v.replace(b"_", b"-").split(b"-")
+        has_data = False
         for k, part in enumerate(parts):
             extra = n - len(v) if k == len(parts) - 1 else 0  # a cut-off label runs on to its declared end
             tokens.append((len(part) + extra, part))
-            if (extra == 0 and TAG_MIN <= len(part) < tag_len and re.fullmatch(rb"[a-z0-9]+", part)
-                    and re.search(rb"[0-9]", part) and re.search(rb"[a-z]", part)):
-                h = 2166136261
-                for c in part:
-                    h = ((h ^ c) * 16777619) % (1 << 32)
-                tag, tag_len = h or 1, len(part)
+            mixed = bool(re.fullmatch(rb"[a-z0-9]+", part) and re.search(rb"[0-9]", part)
+                         and re.search(rb"[a-z]", part))
+            if extra == 0 and len(part) >= TAG_MIN and mixed:
+                ids.append(part)
+            if extra == 0 and len(part) >= TAG_DIGITS and part.isdigit():
+                numbers.append(part)
+            has_data |= mixed and len(part) + extra >= COUNTED_DATA
+        counter = len(v) == n and 1 <= n <= COUNTER_MAX and v.isdigit()
+        kinds.append("counter" if counter else "data" if has_data else "")
+    counted = any({a, b} == {"counter", "data"} for a, b in itertools.pairwise(kinds))
+    # The tag: the shortest id (the first of the shortest), else the shortest number.
+    chosen = min(ids, key=len) if ids else min(numbers, key=len) if numbers else b""
+    tag = 0
+    if chosen:
+        h = 2166136261
+        for c in chosen:
+            h = ((h ^ c) * 16777619) % (1 << 32)
+        tag = h or 1
     longest = max(tokens, key=lambda t: t[0]) if tokens else (0, b"")
     pairs = common = 0
     for _, v in data:
@@ -352,4 +396,5 @@ def describe_py(prefix: bytes | None, proto: int) -> dict | None:
     return {"qtype": qtype, "complete": complete, "zone": zone,
             "data_bytes": sum(n for n, _ in data), "token": longest[0], "token_alpha": alphabet_py(longest[1]),
             "strange": any(b not in _HOSTCHARS and b != ord("_") for _, v in data for b in v),
-            "wordy": pairs >= WORDY_MIN_PAIRS and common >= WORDY_SHARE * pairs, "tag": tag}
+            "wordy": pairs >= WORDY_MIN_PAIRS and common >= WORDY_SHARE * pairs, "tag": tag,
+            "counted": counted}
