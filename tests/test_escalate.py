@@ -134,6 +134,24 @@ def test_shape_needs_enough_distinct_long_tokens_in_one_group_and_adds_clients_u
     assert chosen.num_rows == 0
 
 
+def test_hash_length_fragments_numbered_for_reassembly_add_up_over_clients_and_hashes_do_not():
+    """A spread exfiltration: 40-hex fragments (the length of a SHA-1, which genuine reputation lookups send by
+    the hundred), each with its index as the next label, one or two per source. The index makes them a tunnel's
+    over all clients; the same hashes without it are a reputation service's lookups."""
+    rng = np.random.default_rng(7)
+    frag = [(DAY, f"10.1.0.{j % 40}", "10.0.0.53", f"{rng.bytes(20).hex()}.{j}.p.cdn-example.net.", "A", 1)
+            for j in range(60)]
+    _, chosen, flagged = decide(frag, [math.nan] * len(frag))
+    assert [(r["rule"], r["level"], r["hits"]) for r in chosen.to_pylist()] == [("shape", "zone", 60)]
+    assert flagged.num_rows == 60
+    hashes = [(DAY, f"10.1.0.{j % 40}", "10.0.0.53", f"{rng.bytes(20).hex()}.hash.cymru-example.com.", "A", 1)
+              for j in range(60)]
+    hashes += [(DAY, "10.2.0.1", "10.0.0.53", f"0.0.0.0.1.0.0.4e.{rng.bytes(16).hex()[:26]}.avqs.example.com.", "A",
+                1) for _ in range(60)]
+    _, chosen, _ = decide(hashes, [math.nan] * len(hashes))
+    assert chosen.num_rows == 0
+
+
 def test_a_long_socket_with_a_data_like_name_is_escalated_and_a_port_reusing_client_is_not():
     tunnel = [(DAY, "10.30.28.90", "10.30.28.94", "AAAAAO1kQA.=auth.srv.tunnel.com.", "TXT", 81)]
     _, chosen, _ = decide(tunnel, [math.nan])
@@ -158,9 +176,32 @@ def test_a_session_is_many_new_names_sharing_an_id_and_a_word_is_not_an_id():
     _, chosen, _ = decide(words, [math.nan] * 60)
     assert chosen.num_rows == 0  # "trusted" is a word, not an id
     # The same id in a minority of the client's names in those groups: an ordinary service with a device id.
-    mixed = beacon + [(DAY, "10.9.9.9", "10.0.0.53", f"svc{j}x.telemetry-example.net.", "A", 1) for j in range(30)]
+    others = int(s.session_min_names / s.session_share) - s.session_min_names + 1  # the share just under the bar
+    mixed = beacon + [(DAY, "10.9.9.9", "10.0.0.53", f"svc{j}x.telemetry-example.net.", "A", 1)
+                      for j in range(others)]
     _, chosen, _ = decide(mixed, [math.nan] * len(mixed))
     assert chosen.num_rows == 0
+    # A numeric id (a random hex id with no letter) is an id too; five digits are a counter, not an id.
+    numeric = [(DAY, "10.9.9.9", "10.0.0.53", f"91060439.{j}.c.updcheck-example.org.", "TXT", 1)
+               for j in range(s.session_min_names)]
+    _, chosen, _ = decide(numeric, [math.nan] * len(numeric))
+    assert [r["rule"] for r in chosen.to_pylist()] == ["session"]
+    counters = [(DAY, "10.9.9.9", "10.0.0.53", f"12345.{j}.c.updcheck-example.org.", "TXT", 1) for j in range(60)]
+    _, chosen, _ = decide(counters, [math.nan] * 60)
+    assert chosen.num_rows == 0
+
+
+def test_a_resolvers_minimised_queries_of_a_session_are_flagged_with_it():
+    """A resolver with qname minimisation asks '<seq>.b.<domain>' before each '<id>.<seq>.b.<domain>': those
+    names carry no id, and are the session's all the same (its client's other new names in that domain)."""
+    s = EscalateConf()
+    n = s.session_min_names
+    rows = [(DAY, "10.0.0.53", "192.0.2.9", name, "TXT", 1) for j in range(n)
+            for name in (f"{j}.b.telemetry-example.net.", f"f27337b7.{j}.b.telemetry-example.net.")]
+    rows.append((DAY, "10.0.0.53", "192.0.2.10", "www.example.com.", "A", 1))  # another domain: not flagged
+    _, chosen, flagged = decide(rows, [math.nan] * len(rows))
+    assert [(r["rule"], r["names"]) for r in chosen.to_pylist()] == [("session", 2 * n)]
+    assert flagged.num_rows == 2 * n
 
 
 def test_the_odd_rule_fires_on_a_day_the_model_describes_and_goes_quiet_on_one_it_does_not():
