@@ -5,6 +5,7 @@ scored flow's losses."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -174,15 +175,29 @@ def _skipped(spark: SparkSession, cfg: Config, plan, labels: pa.Table) -> dict[s
 
 
 def _upper95(flagged: int, n: int) -> float:
-    """One-sided 95% upper bound on a rate seen as flagged/n (Clopper-Pearson; 3/n when none flagged)."""
+    """One-sided 95% upper bound on a rate seen as flagged/n: Clopper-Pearson's exact bound, the rate u at which
+    seeing flagged or fewer of n has a 5% chance. Found by bisection on the binomial distribution in log space:
+    the exact bound is the beta distribution's quantile, and scipy, which has it, is not a dependency for one
+    function."""
     if n == 0:
         return float("nan")
+    if flagged >= n:
+        return 1.0
     if flagged == 0:
         return 1.0 - 0.05 ** (1.0 / n)
-    from statistics import NormalDist  # Wilson's bound is close enough once there are hits
+    i = np.arange(flagged + 1, dtype=np.float64)
+    log_comb = math.lgamma(n + 1) - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i.tolist()])
 
-    z, p = NormalDist().inv_cdf(0.95), flagged / n
-    return min(1.0, (p + z * z / (2 * n) + z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n))
+    def at_most(u: float) -> float:  # P(X <= flagged), X ~ Binomial(n, u)
+        terms = log_comb + i * math.log(u) + (n - i) * math.log1p(-u)
+        top = terms.max()
+        return float(math.exp(top) * np.exp(terms - top).sum())
+
+    lo, hi = flagged / n, 1.0
+    for _ in range(100):  # the bound to about 1e-30: P(X <= flagged) falls as u rises
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if at_most(mid) > 0.05 else (lo, mid)
+    return hi
 
 
 def _lower95(flagged: int, n: int) -> float:

@@ -95,3 +95,26 @@ def test_attack_mask_leaves_out_benign_tunnels_and_unscored():
     labels = np.array(["dns", "dns-tunnel", "other-port", "empty", "ssh", "redis"])
     assert attack_mask(labels).tolist() == [False, False, False, False, True, True]
     assert per_label(labels, np.array([1, 0, 0, 0, 1, 0], bool))["ssh"] == {"flows": 1, "flagged": 1, "rate": 1.0}
+
+
+@pytest.mark.parametrize("k, n", [(1, 10), (3, 50), (12, 2000), (150, 225), (179, 180)])
+def test_the_upper_bound_is_clopper_pearsons(k, n):
+    """At the bound, seeing k or fewer of n has a 5% chance, summed here in exact rational arithmetic."""
+    from fractions import Fraction
+    from math import comb
+
+    from portprint.jobs.evaluate import _lower95, _upper95
+
+    u = _upper95(k, n)
+    q = Fraction(u)
+    tail = sum(comb(n, i) * q ** i * (1 - q) ** (n - i) for i in range(k + 1))
+    assert float(tail) == pytest.approx(0.05, rel=1e-6)
+    assert _lower95(n - k, n) == pytest.approx(1 - u)
+
+
+def test_bounds_at_the_ends_are_exact():
+    from portprint.jobs.evaluate import _lower95, _upper95
+
+    assert _upper95(1, 10) == pytest.approx(0.3942, abs=1e-4)  # the one-sided 95% bound in published tables
+    assert _upper95(180, 180) == 1.0 and _lower95(0, 180) == 0.0
+    assert 0 <= _lower95(180, 180) <= 1.0 == _upper95(180, 180)
