@@ -9,12 +9,14 @@ import json
 import os
 import shutil
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 from nightly_fixtures import DAYS, table_rows, write_models
 
+from portprint.jobs.archive import ArchiveError
 from portprint.jobs.cli import main
 from portprint.jobs.promotion import run_promote
 from portprint.jobs.sample import write_sample
@@ -153,3 +155,110 @@ def test_promotion_of_a_candidate_as_quiet_as_the_champion_passes(spark, cfg, se
     r = run_promote(spark, cfg, cand.uri, store, warehouse=setup["wh"], log=lambda m: None)
     assert r.promoted is not None and not r.forced and [c.passed for c in r.checks] == [True]
     assert "ratio 1.00" in r.checks[0].detail
+
+
+# --- promotion with a labelled set: the evaluate goals --------------------------------------------------------
+#
+# The labelled sets are built from what `score` flagged with the candidate's weights: the champion warehouse's
+# `anomalies` (the quiet model; the candidates below are its weights registered again), read back with delta-rs,
+# and the archive's own labels file. Their outcome is known by construction, without `evaluate`: flagged
+# non-DNS flows labelled as they are, and unflagged genuine DNS labelled `dns`, give non-DNS recall 1 and FPR 0;
+# calling flows `dns-tunnel` of which a known share was flagged gives exactly that share as tunnel recall.
+
+
+def _labelled(setup, date: str) -> tuple[list[dict], set[str]]:
+    """The archive's labels of ``date``, and the flow ids `score` flagged on it (any detector)."""
+    truth = [x for x in pq.read_table(os.path.join(setup["archive"], "_labels.parquet")).to_pylist()
+             if x["date"] == date]
+    flagged = {x["flow_id"] for x in DeltaTable(os.path.join(setup["wh"], "anomalies")).to_pyarrow_table(
+        columns=["flow_id", "date"]).to_pylist() if x["date"] == date}
+    return truth, flagged
+
+
+def _write_labels(path, rows: list[tuple[str, str]], date: str) -> str:
+    pq.write_table(pa.table({"flow_id": [r[0] for r in rows], "label": [r[1] for r in rows],
+                             "date": [date] * len(rows)}), path)
+    return str(path)
+
+
+def _goal_sets(setup, tmp_path) -> dict:
+    truth, flagged = _labelled(setup, D1)
+    hits = sorted((x["flow_id"], x["label"]) for x in truth
+                  if x["label"] not in ("dns", "dns-tunnel", "other-port", "empty") and x["flow_id"] in flagged)
+    quiet_dns = sorted(x["flow_id"] for x in truth if x["label"] == "dns" and x["flow_id"] not in flagged)
+    assert len(hits) >= 2 and len(quiet_dns) >= 100  # what the construction needs of the archive
+    meets = hits + [(f, "dns") for f in quiet_dns]
+    # One flagged non-DNS flow and three unflagged genuine DNS flows called tunnels: tunnel recall 1/4.
+    tunnels = [hits[0][0], *quiet_dns[:3]]
+    misses = hits[1:] + [(f, "dns") for f in quiet_dns[3:]] + [(f, "dns-tunnel") for f in tunnels]
+    return {"meets": _write_labels(tmp_path / "meets.parquet", meets, D1),
+            "misses": _write_labels(tmp_path / "misses.parquet", misses, D1),
+            "hits": len(hits), "dns": len(quiet_dns)}
+
+
+def test_promotion_with_a_labelled_set_that_meets_the_goals_promotes(spark, cfg, setup, tmp_path):
+    sets = _goal_sets(setup, tmp_path)
+    store = str(tmp_path / "mlruns")
+    reg = Registry.local(store)
+    cand = reg.log_training(setup["quiet"], NAME)
+    g = cfg.promote.goals
+    r = run_promote(spark, cfg, cand.uri, store, labels=sets["meets"], flows=setup["archive"], log=lambda m: None)
+    assert r.refusal is None and not r.forced and r.promoted[0].version == cand.version
+    volume, goals = r.checks
+    assert volume.passed and "no champion yet" in volume.detail
+    assert goals.name == "goals" and goals.passed
+    assert (goals.values["fpr"], goals.values["recall"], goals.values["tunnel_recall"]) == (0.0, 1.0, None)
+    assert goals.detail == (f"on 1 labelled date(s) ({D1}..{D1}): false-positive rate on genuine DNS 0 (meets <= "
+                            f"{g.max_fpr:g}); non-DNS recall 1 (meets >= {g.min_recall:g}); tunnel recall: no such "
+                            "flows labelled")
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.registry_uri)
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == cand.version
+    tags = client.get_model_version(NAME, cand.version).tags
+    assert tags["portprint.promote.goals"] == "ok: " + goals.detail
+    # evaluate's numbers are on the candidate's run: as many genuine DNS and non-DNS flows as the labels hold.
+    metrics = client.get_run(cand.run_id).data.metrics
+    assert (metrics["eval.fpr"], metrics["eval.recall"]) == (0.0, 1.0)
+    assert metrics["eval.per_label.dns.flows"] == sets["dns"]
+
+
+def test_promotion_refuses_a_candidate_that_misses_a_goal_with_the_numbers(spark, cfg, setup, tmp_path, capsys):
+    sets = _goal_sets(setup, tmp_path)
+    store = str(tmp_path / "mlruns")
+    reg = Registry.local(store)
+    champ = reg.log_training(setup["quiet"], NAME)
+    reg.promote(champ.uri)
+    cand = reg.log_training(setup["quiet"], NAME)  # the champion's weights: the alert volume check passes
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.registry_uri)
+    before = client.get_model_version(NAME, cand.version)
+    g = cfg.promote.goals
+    code = main(["promote", "--model", cand.uri, "--registry", store, "--warehouse", setup["wh"],
+                 "--labels", sets["misses"], "--flows", setup["archive"]])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "check alert volume: ok:" in out and "ratio 1.00" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("check goals: FAILED: ")]
+    assert line.endswith(f"false-positive rate on genuine DNS 0 (meets <= {g.max_fpr:g}); non-DNS recall 1 (meets "
+                         f">= {g.min_recall:g}); tunnel recall 0.25 (misses >= {g.min_tunnel_recall:g})")
+    assert f"{cand.uri} was not promoted: goals check failed (numbers above)" in err
+    assert "alert volume check failed" not in err
+    # Nothing moved in the registry: the champion is the champion, the candidate is untagged by promote.
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == champ.version
+    after = client.get_model_version(NAME, cand.version)
+    assert (after.tags, sorted(after.aliases)) == (before.tags, sorted(before.aliases))
+    assert not os.listdir(os.path.join(setup["wh"], "_staging"))
+
+
+def test_promotion_with_a_labelled_set_without_genuine_dns_stops_and_promotes_nothing(spark, cfg, setup, tmp_path):
+    # Flows that are never scored (not on port 53, or without payload) and one the archive lacks: the
+    # false-positive goal cannot be measured, so promotion stops with evaluate's reason.
+    truth, _ = _labelled(setup, D1)
+    unscored = sorted((x["flow_id"], x["label"]) for x in truth if x["label"] in ("other-port", "empty"))
+    assert {lab for _, lab in unscored} == {"other-port", "empty"}
+    labels = _write_labels(tmp_path / "unscored.parquet", [*unscored, ("no-such-flow", "dns")], D1)
+    store = str(tmp_path / "mlruns")
+    reg = Registry.local(store)
+    cand = reg.log_training(setup["quiet"], NAME)
+    with pytest.raises(ArchiveError, match="no flow labelled 'dns' among the scored flows"):
+        run_promote(spark, cfg, cand.uri, store, labels=labels, flows=setup["archive"], log=lambda m: None)
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.registry_uri)
+    assert "champion" not in client.get_model_version(NAME, cand.version).aliases

@@ -160,8 +160,10 @@ def _remove_old_remote(base: str, min_age_s: float | None) -> list[str]:
         return []
     import pyarrow.fs as pafs
 
-    uri = "s3://" + base[len("s3a://"):] if base.startswith("s3a://") else base
-    fs, inner = pafs.FileSystem.from_uri(uri)
+    from portprint.jobs.engine import storage
+
+    # The store as every other client of the run reaches it: conf/'s s3 settings, then the AWS_* variables.
+    fs, inner = storage.filesystem(base, storage.configured_s3())
     if fs.get_file_info(inner).type == pafs.FileType.NotFound:
         return []
     now, removed = dt.datetime.now(dt.timezone.utc), []
