@@ -2,7 +2,8 @@
 non-DNS payloads on port 53 the header rule catches, and whether suricata-verify's ``tests/dns/bug-1158``
 (dns2tcp-like: 81 TXT queries over one UDP socket) is caught, and by which rule.
 
-    # bare snapshots of OISF/suricata-verify and zeek/zeek, their capture folders extracted to /tmp/pubsuites:
+    # OISF/suricata-verify's tests/ and zeek/zeek's testing/btest/Traces/ checked out (or extracted from a
+    # snapshot) under /tmp/pubsuites; the model: python benchmarks/shift_settings.py --split development --setting impl
     python benchmarks/public_check.py --model /tmp/portprint-shift/development-impl/model \\
         /tmp/pubsuites/suricata-verify/tests /tmp/pubsuites/zeek/testing/btest/Traces
 
