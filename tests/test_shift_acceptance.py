@@ -7,7 +7,10 @@ and the metrics are `portprint evaluate`'s. It asserts the goals of issue 16 §4
 non-DNS flows: non-DNS recall is asserted on tests/data/corpus by tests/test_corpus.py). A goal that fails here is
 stated in docs/detection.md with its numbers, never tuned away on this split.
 
-Slow (an ingest of the corpus and two trainings): run with ``PORTPRINT_ACCEPTANCE=1``.
+It runs in ``make test`` (an ingest of the corpus and two trainings, a few minutes); ``PORTPRINT_SHIFT_WORK``
+names a folder that keeps the archives and models between runs. The goals the detector does not meet on this
+split are strict expected failures, each naming its numbers in docs/detection.md: the day a change meets one,
+its test fails as XPASS and the mark goes.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
 
-pytestmark = pytest.mark.skipif(os.environ.get("PORTPRINT_ACCEPTANCE") != "1",
-                                reason="acceptance on tests/data/shift: set PORTPRINT_ACCEPTANCE=1 (minutes)")
+UNMET_FP = ("docs/detection.md, acceptance: 56 of 18,140 flows labelled genuine are flagged, all of them the "
+            "bind9 resolver's queries to the root carrying iodine's data, which the corpus labels as root lookups")
+UNMET_RECALL = ("docs/detection.md, acceptance: family mean 81.3%; dns2tcp through pdns-recursor, the low-and-slow "
+                "and spread tunnels' minimised queries are missed")
 
 FP_GOAL = 0.001          # genuine DNS flagged, both settings
 RECALL_GOAL = 0.90       # tunnel recall, mean over families, matched setting
@@ -52,6 +57,7 @@ def _report(ev: dict) -> None:
         print(f"  {ev['setting']} {cat}: {r['flagged']}/{r['flows']} (<= {r['upper95']:.2%})")
 
 
+@pytest.mark.xfail(strict=True, reason=UNMET_FP)
 @pytest.mark.parametrize("setting", ["matched", "impl"])
 def test_false_positives_on_genuine_dns(results, setting):
     ev = results[setting]
@@ -69,6 +75,7 @@ def test_no_hard_benign_category_above_half_a_percent(results, setting):
     assert not over
 
 
+@pytest.mark.xfail(strict=True, reason=UNMET_RECALL)
 def test_matched_tunnel_recall_family_mean(results):
     t = results["matched"]["tunnel"]
     assert len(t["by_family"]) == 7  # every family of the acceptance day, low-and-slow, spread and beacons included
