@@ -33,10 +33,15 @@ def test_top_level_help_shows_a_nights_work(capsys):
 
 
 def test_sample_train_score_sql_end_to_end(spark, tmp_path, capsys):
+    """Every command as a user runs it; the test checks what each leaves behind, not detection quality, so `train`
+    gets a short schedule through the user's own --conf (the suite's 2-core session, 3 epochs of 5000 rows)."""
     flows, model, wh = str(tmp_path / "flows"), str(tmp_path / "model"), str(tmp_path / "wh")
-    assert main(["sample", "--out", flows, "--days", "2", "--flows-per-day", "6000", "--seed", "3"]) == 0
+    conf = tmp_path / "short.yml"
+    conf.write_text("model:\n  epochs: 3\n  epoch_rows: 5000\nspark:\n  master: local[2]\n  shuffle_partitions: 2\n")
+    assert main(["sample", "--out", flows, "--days", "2", "--flows-per-day", "3000", "--seed", "3"]) == 0
     assert sorted(os.listdir(flows)) == ["_labels.parquet", "date=2026-11-01", "date=2026-11-02"]
-    assert main(["train", "--flows", flows, "--model", model, "--end", "2026-11-01", "--target-fpr", "0.001"]) == 0
+    assert main(["train", "--flows", flows, "--model", model, "--end", "2026-11-01", "--target-fpr", "0.001",
+                 "--conf", str(conf)]) == 0
     meta = json.loads(Path(model, "model.json").read_text())
     assert meta["threshold_info"]["target_fpr"] == 0.001
     assert meta["train_start"] == meta["train_end"] == "2026-11-01"

@@ -35,7 +35,7 @@ def _present(root: Path) -> list[str]:
 
 def test_days_takes_the_most_recent_archive_dates_ending_at_end(spark, cfg, archive, tmp_path):
     small = load_config("local", overrides={"spark": {"master": "local[2]", "shuffle_partitions": 2},
-                                            "model": {"epochs": 3, "window_days": 3}})
+                                            "model": {"epochs": 3, "epoch_rows": 5000, "window_days": 3}})
     end = DATES[3]
     expected = [d for d in _present(archive) if d <= end][-2:]  # two archive dates, not two calendar days
     assert expected == [DATES[1], DATES[3]]
@@ -59,7 +59,7 @@ def test_days_takes_the_most_recent_archive_dates_ending_at_end(spark, cfg, arch
 
 def test_cli_start_end_win_and_qname_target_is_its_own_flag(spark, archive, tmp_path, capsys):
     conf = tmp_path / "small.yml"
-    conf.write_text("model:\n  epochs: 3\nspark:\n  master: local[2]\n")
+    conf.write_text("model:\n  epochs: 3\n  epoch_rows: 5000\nspark:\n  master: local[2]\n")
     model = tmp_path / "models" / "m"
     assert main(["train", "--flows", str(archive), "--model", str(model), "--conf", str(conf), "--start", DATES[0],
                  "--end", DATES[1], "--days", "1", "--qname-target-fpr", "0.001"]) == 0
