@@ -29,8 +29,11 @@ pytestmark = pytest.mark.slow
 
 
 def _rows(table: DeltaTable) -> list[tuple]:
+    """The table's rows, sorted, losses to 12 significant digits: the autoencoders' arithmetic on batches of
+    another size (another reader, another process's thread count) can move a loss in its last bit."""
     t = table.to_pyarrow_table().drop_columns(["run_id", "scored_at"])
-    return sorted(tuple(map(repr, r.values())) for r in t.to_pylist())
+    return sorted(tuple(repr(float(f"{v:.12g}")) if isinstance(v, float) else repr(v) for v in r.values())
+                  for r in t.to_pylist())
 
 
 @pytest.fixture(scope="module")
