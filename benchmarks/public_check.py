@@ -46,6 +46,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tunnel_eval
+
 SUFFIXES = (".pcap", ".pcapng", ".cap", ".trace")
 KNOWN_TUNNELS = ("/dns/bug-1158/",)
 DAY0 = dt.date(2001, 1, 1)  # capture k is scored as the date DAY0 + k days
@@ -121,30 +124,10 @@ def rules_only(art):
 
 
 def plain_pass(archive: str, art, cfg) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """(SCORES rows, anomaly rows of every detector, ESCALATED) of the archive: benchmarks/tunnel_eval.py
-    ``run_plain`` with the artifact given and the SCORES rows' dates and header reasons kept."""
-    from portprint.jobs.archive.plan import plan_archive
-    from portprint.jobs.archive.rowgroups import Reader, tasks
-    from portprint.udfs import escalate
-    from portprint.udfs.detect import detect_tables, has_payload
-    from portprint.udfs.schemas import ANOMALY, KIND, OUT, SCORES
-
-    plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)
-    reader = Reader(cfg)
-    detect = detect_tables(art, cfg, "public-check", 0, scores=True)
-    work = [item for task in tasks(plan, cfg.spark.rows_per_task) for item in task]
-    out = pa.Table.from_batches(list(detect(reader.scoped(p, rg, d) for p, rg, d in work)), schema=OUT)
-
-    def again(pairs: pa.Table) -> pa.Table:  # what the Source's flows(pairs) reads
-        t = pa.concat_tables([reader.scoped(p, rg, d) for p, rg, d in work])
-        t = t.filter(has_payload(t["orig_payload_prefix"]))
-        return t.join(pairs, ["date", "src_ip", "dst_ip"], join_type="left semi", use_threads=False)
-
-    found, chosen, _history = escalate.plain(out, art, cfg, "public-check", 0, flows=again)
-    kinds = out[KIND]
-    anomalies = pa.concat_tables([out.filter(pc.equal(kinds, ANOMALY)), found.filter(pc.equal(found[KIND], ANOMALY))])
-    every = out.filter(pc.equal(kinds, SCORES)).select(["flow_id", "date", "src_ip", "dst_ip", "header_reason",
-                                                        "qname_loss"])
+    """(SCORES rows with dates and header reasons, anomaly rows of every detector, ESCALATED) of the archive."""
+    every, anomalies, chosen, _candidates = tunnel_eval.run_plain(
+        archive, art, cfg, keep=("flow_id", "date", "src_ip", "dst_ip", "header_reason", "qname_loss"),
+        run_id="public-check")
     return every, anomalies, chosen
 
 

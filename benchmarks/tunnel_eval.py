@@ -33,19 +33,21 @@ import shift_settings
 SPLITS, SETTINGS = shift_settings.corpus_splits.SPLITS, shift_settings.corpus_splits.SETTINGS
 
 
-def run_plain(archive: str, model: str, cfg) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
-    """(SCORES rows, anomaly rows of every detector, ESCALATED, candidate rows) of one archive, no Spark."""
+def run_plain(archive: str, model, cfg, keep: tuple[str, ...] = ("flow_id", "loss", "qname_loss", "_fired"),
+              run_id: str = "evaluate") -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
+    """(SCORES rows with the ``keep`` columns, anomaly rows of every detector, ESCALATED, candidate rows) of one
+    archive, no Spark. ``model``: a model folder, or a loaded ModelArtifact."""
     from portprint.jobs.archive.plan import plan_archive
     from portprint.jobs.archive.rowgroups import Reader, tasks
     from portprint.udfs import escalate
     from portprint.udfs.detect import detect_tables, has_payload
-    from portprint.udfs.schemas import ANOMALY, CANDIDATE, FIRED, KIND, OUT, SCORES
+    from portprint.udfs.schemas import ANOMALY, CANDIDATE, KIND, OUT, SCORES
     from portprint.udfs.scoring import load_model
 
-    art = load_model(model)
+    art = load_model(model) if isinstance(model, str) else model
     plan = plan_archive(archive, cfg.archive.columns, "binary", None, None)
     reader = Reader(cfg)
-    detect = detect_tables(art, cfg, "evaluate", 0, scores=True)
+    detect = detect_tables(art, cfg, run_id, 0, scores=True)
     work = [item for task in tasks(plan, cfg.spark.rows_per_task) for item in task]
     out = pa.Table.from_batches(list(detect(reader.scoped(p, rg, d) for p, rg, d in work)), schema=OUT)
 
@@ -54,10 +56,10 @@ def run_plain(archive: str, model: str, cfg) -> tuple[pa.Table, pa.Table, pa.Tab
         t = t.filter(has_payload(t["orig_payload_prefix"]))
         return t.join(pairs, ["date", "src_ip", "dst_ip"], join_type="left semi", use_threads=False)
 
-    found, chosen, _history = escalate.plain(out, art, cfg, "evaluate", 0, flows=again)
+    found, chosen, _history = escalate.plain(out, art, cfg, run_id, 0, flows=again)
     kinds = out[KIND]
     anomalies = pa.concat_tables([out.filter(pc.equal(kinds, ANOMALY)), found.filter(pc.equal(found[KIND], ANOMALY))])
-    every = out.filter(pc.equal(kinds, SCORES)).select(["flow_id", "loss", "qname_loss", FIRED])
+    every = out.filter(pc.equal(kinds, SCORES)).select(list(keep))
     return every, anomalies, chosen, out.filter(pc.equal(kinds, CANDIDATE))
 
 
