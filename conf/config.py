@@ -129,7 +129,7 @@ class EscalateConf:
     session_min_names: int = 20
     session_share: float = 0.4
     # odd: the question model's view, with the day's own base rate
-    odd: bool = True
+    odd: bool = False              # off by default: model-dependent, adds nothing measurable (conf/base.yml)
     odd_rate: float = 0.1          # training: a name is odd above the held-out (1 - odd_rate) quantile
     odd_min_share: float = 0.5     # a client's group escalates when at least this share of its names is odd-new ...
     alpha: float = 0.01            # ... and that many has probability <= alpha / groups that day

@@ -55,8 +55,9 @@ def slice_evidence(t: pa.Table, qloss: np.ndarray, s: EscalateConf, batches: int
 def decide(rows, loss, s: EscalateConf | None = None, odd_rate: float = 0.1):
     s = s or EscalateConf()
     t = flows(rows)
-    merged = evidence.merge(slice_evidence(t, np.asarray(loss, dtype=np.float64), s))
-    return t, *escalate.decide(merged, s, odd_rate)
+    ev = slice_evidence(t, np.asarray(loss, dtype=np.float64), s)
+    servers = evidence.unpack(ev).select(["date", "src_ip", "dst_ip", "group", "key"])
+    return t, *escalate.decide(evidence.merge(ev), s, odd_rate, servers=lambda: servers)
 
 
 # ---- evidence merges exactly ------------------------------------------------------------------------------
@@ -204,16 +205,21 @@ def test_a_resolvers_minimised_queries_of_a_session_are_flagged_with_it():
     assert flagged.num_rows == 2 * n
 
 
+ODD_ON = EscalateConf(odd=True)
+
+
 def test_the_odd_rule_fires_on_a_day_the_model_describes_and_goes_quiet_on_one_it_does_not():
     rng = np.random.default_rng(1)
     slow = [(DAY, "10.9.9.9", "10.0.0.53", f"t{j:03d}k9xq2zvm7.c.exfil-example.net.", "A", 1) for j in range(30)]
     rows, loss = background(rng)
-    _, chosen, _ = decide(rows + slow, loss + [0.9] * 30)
+    _, chosen, _ = decide(rows + slow, loss + [0.9] * 30, ODD_ON)
     assert {(r["src_ip"], r["group"], r["rule"]) for r in chosen.to_pylist()} == {
         ("10.9.9.9", "z:exfil-example.net", "odd")}
     assert chosen["baseline"][0].as_py() == pytest.approx(max(0.1, (sum(v > ODD for v in loss) + 30) / (1200 + 30)))
+    _, chosen, _ = decide(rows + slow, loss + [0.9] * 30)  # the defaults: the odd rule is off
+    assert chosen.num_rows == 0
     rows, loss = background(rng, odd_share=0.5)  # a day of another kind: half of everything is odd
-    _, chosen, _ = decide(rows + slow, loss + [0.9] * 30)
+    _, chosen, _ = decide(rows + slow, loss + [0.9] * 30, ODD_ON)
     assert chosen.num_rows == 0
 
 
@@ -222,7 +228,7 @@ def test_odd_names_of_words_or_short_labels_carry_no_data():
     rows, loss = background(rng)
     for name in ("q{j}.c.exfil-example.net.", "support-{j}-garden-north-hospital.exfil-example.net."):
         slow = [(DAY, "10.9.9.9", "10.0.0.53", name.format(j=j), "A", 1) for j in range(30)]
-        _, chosen, _ = decide(rows + slow, loss + [0.9] * 30)
+        _, chosen, _ = decide(rows + slow, loss + [0.9] * 30, ODD_ON)
         assert chosen.num_rows == 0, name
 
 
@@ -233,8 +239,10 @@ def test_a_shape_group_of_a_domain_flags_its_other_new_data_names_and_a_zone_lev
     # Complete names under the same domain: new polls of 10 data bytes, and the name server's name.
     polls = [(DAY, "10.5.5.5", "10.0.0.53", f"pq{j:02d}k7za9b.t.tunnel-example.net.", "TXT", 1) for j in range(5)]
     ns = [(DAY, "10.5.5.5", "10.0.0.53", "ns1.tunnel-example.net.", "A", 1)]
-    t, chosen, flagged = decide(tunnel + polls + ns, [math.nan] * 16)
-    keys = names.describe(t["orig_payload_prefix"], np.full(16, UDP, np.int8)).key
+    # The host's other lookups through the same resolver (so its cut-off group links to no one domain).
+    other = [(DAY, "10.5.5.5", "10.0.0.53", f"www.site{j}-example.org.", "A", 1) for j in range(3)]
+    t, chosen, flagged = decide(tunnel + polls + ns + other, [math.nan] * 19)
+    keys = names.describe(t["orig_payload_prefix"], np.full(19, UDP, np.int8)).key
     # The long names are cut off by the prefix (their own group); the polls' group is the registered domain.
     assert "shape" in set(chosen["rule"].to_pylist())
     assert set(flagged["key"].to_pylist()) >= set(keys[:10].tolist())
@@ -244,6 +252,52 @@ def test_a_shape_group_of_a_domain_flags_its_other_new_data_names_and_a_zone_lev
     t, chosen, flagged = decide(shaped_polls + polls + ns, [math.nan] * (s.shape_min_names + 6))
     keys = names.describe(t["orig_payload_prefix"], np.full(t.num_rows, UDP, np.int8)).key
     assert set(flagged["key"].to_pylist()) == set(keys[: s.shape_min_names + 5].tolist())  # the polls, not ns1
+
+
+def spread_through_a_resolver(resolver: str, server: str, n: int = 12) -> list[tuple]:
+    """A minimising resolver's own queries for a spread exfiltration: '<seq>.p.<domain>' first, then the name with
+    its 40-hex fragment, cut off by the prefix, both to the tunnel's server."""
+    rows = []
+    for j in range(n):
+        frag = f"{j:04x}" + "9f3c" * 9
+        rows += [(DAY, resolver, server, f"{j}.p.exfil-example.net.", "A", 1),
+                 (DAY, resolver, server, f"{frag}.{j}.p.exfil-example.net.", "A", 1)]
+    return rows
+
+
+def test_a_cut_off_group_links_the_names_sent_to_its_server_when_that_server_answers_one_domain():
+    s = EscalateConf()
+    rows = spread_through_a_resolver("10.0.0.53", "192.0.2.9")
+    # The same resolver's names to other servers, and the tunnel domain's apex asked of its parent's server.
+    rows += [(DAY, "10.0.0.53", "192.0.2.20", f"www{j}.shop-example.org.", "A", 1) for j in range(5)]
+    rows += [(DAY, "10.0.0.53", "192.0.2.30", "p.exfil-example.net.", "NS", 1)]
+    t, chosen, flagged = decide(rows, [math.nan] * len(rows), s)
+    keys = names.describe(t["orig_payload_prefix"], np.full(t.num_rows, UDP, np.int8)).key
+    link = chosen.filter(pc.equal(chosen["group"], "z:exfil-example.net")).to_pylist()
+    assert [(r["rule"], r["level"], r["hits"]) for r in link] == [("shape", "client", 12)]
+    assert "192.0.2.9" in link[0]["reason"] and "s:192.0.2.9/" in link[0]["reason"]
+    assert set(flagged["key"].to_pylist()) == set(keys[:24].tolist())  # both kinds of name, nothing else
+    # The per-flow step flags the same flows.
+    nm, group, bits = escalate.flow_view(t, np.full(t.num_rows, math.nan), ODD, s)
+    eligible = escalate.flow_rules(nm, group, bits, np.ones(t.num_rows, np.int64), s)
+    assert set(np.flatnonzero(escalate.match(t, nm.key, group, eligible, flagged) >= 0).tolist()) == set(range(24))
+
+
+def test_a_hosts_cut_off_group_does_not_link_the_other_names_it_asks_its_resolver():
+    s = EscalateConf()
+    host = [(d, "10.1.1.7", "10.0.0.53", n.replace("10.0.0.53", "x"), q, p)
+            for d, _c, _x, n, q, p in spread_through_a_resolver("10.0.0.53", "10.0.0.53")]
+    ordinary = [(DAY, "10.1.1.7", "10.0.0.53", f"{w}.{d}.", "A", 1) for w in ("api", "cdn7", "x9")
+                for d in ("shop-example.org", "news-example.de")]
+    _t, chosen, flagged = decide(host + ordinary, [math.nan] * (len(host) + len(ordinary)), s)
+    assert "shape" in chosen["rule"].to_pylist()
+    assert not {g for g in chosen["group"].to_pylist() if not g.startswith("s:")}
+    assert set(flagged["group"].to_pylist()) == set(chosen["group"].to_pylist())
+    # A quiet host: its long names and one other lookup through the resolver, in one domain but one name.
+    cut = [r for r in host if len(r[3]) > 52]
+    _t, chosen, _ = decide([*cut, ordinary[0]], [math.nan] * (len(cut) + 1), s)
+    assert "shape" in chosen["rule"].to_pylist()
+    assert not {g for g in chosen["group"].to_pylist() if not g.startswith("s:")}
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.3])

@@ -62,6 +62,7 @@ from portprint.udfs.evidence import (
     flow_bits,
     flow_groups,
     merge,
+    unpack,
 )
 from portprint.udfs.names import ALNUM, BASE64, BINARY, DIGITS, HEX, Names, describe
 from portprint.udfs.schemas import (
@@ -241,10 +242,13 @@ def day_odd_share(names: pa.Table) -> dict[str, float]:
             for d in np.unique(dates)}
 
 
-def decide(names: pa.Table, s: EscalateConf, odd_rate: float, odd_on: bool = True) -> tuple[pa.Table, pa.Table]:
+def decide(names: pa.Table, s: EscalateConf, odd_rate: float, odd_on: bool = True,
+           servers: Callable[[], pa.Table] | None = None) -> tuple[pa.Table, pa.Table]:
     """The driver's decision over merged NAMES (udfs/evidence.py ``merge`` of every task's evidence):
     (ESCALATED, one row per group, level and rule that fired; FLAGGED, the names to flag in them). ``odd_on``
-    False: no question model with an odd bar, the odd rule is off."""
+    False: no question model with an odd bar, the odd rule is off. ``servers()``: which server each client sent
+    each name to (``unpack`` of the evidence: date, src_ip, dst_ip, group, key), for the cut-off groups' links
+    (``_linked``), called only when a cut-off group escalated; None: no links."""
     if names.num_rows == 0:
         return ESCALATED.empty_table(), FLAGGED.empty_table()
     client, zone = groups(names, s)
@@ -298,7 +302,74 @@ def decide(names: pa.Table, s: EscalateConf, odd_rate: float, odd_on: bool = Tru
     if not out:
         return ESCALATED.empty_table(), FLAGGED.empty_table()
     chosen = pa.Table.from_pylist(out, schema=ESCALATED)
-    return chosen, flagged_names(names, chosen, s)
+    flagged = flagged_names(names, chosen, s)
+    links, linked = _linked(names, chosen, servers, client, s)
+    if links.num_rows:
+        chosen, flagged = pa.concat_tables([chosen, links]), pa.concat_tables([flagged, linked])
+    return chosen, flagged
+
+
+def _linked(names: pa.Table, chosen: pa.Table, servers: Callable[[], pa.Table] | None, client: pa.Table,
+            s: EscalateConf) -> tuple[pa.Table, pa.Table]:
+    """A cut-off group's domain is invisible, its server is not: when shape or socket escalates a client's cut-off
+    group (``s:<server>/...``) and the client's complete names sent to that server, ``shape_min_names`` or more,
+    all fall in one registered domain (the server is that domain's, not a resolver or a host of many zones), those
+    of them that are new and not words are the same tunnel's (its polls, a resolver's minimised steps
+    '17.p.<domain>'). One ESCALATED row per registered domain they fall in (the rule that escalated the cut-off
+    group, its reason naming the link) and their FLAGGED rows. Domains the client's own names already escalated
+    are left to their own rules."""
+    if servers is None:
+        return ESCALATED.empty_table(), FLAGGED.empty_table()
+    rows = chosen.to_pylist()
+    done = {(r["date"], r["src_ip"], r["group"]) for r in rows if r["level"] == "client"}
+    cut = [r for r in rows if r["level"] == "client" and r["rule"] in ("shape", "socket")
+           and r["group"].startswith("s:")]
+    if not cut:
+        return ESCALATED.empty_table(), FLAGGED.empty_table()
+    links = pa.table({"date": [r["date"] for r in cut], "src_ip": [r["src_ip"] for r in cut],
+                      "dst_ip": [r["group"][2:].split("/", 1)[0] for r in cut], "via": [r["group"] for r in cut],
+                      "rule": [r["rule"] for r in cut]})
+    every = servers()
+    sent = every.filter(pc.starts_with(every["group"], "z:")).join(
+        links, ["date", "src_ip", "dst_ip"], join_type="inner", use_threads=False)
+    # Only a server that answers this client for one registered domain, over at least ``shape_min_names`` distinct
+    # names, is the tunnel's own: through a resolver (a host's cut-off group) or a hosting provider's server, the
+    # client's names span many domains (and a quiet host's one or two lookups through its resolver prove nothing).
+    spans = sent.group_by(["date", "src_ip", "dst_ip"], use_threads=False).aggregate(
+        [("group", "count_distinct"), ("key", "count_distinct")])
+    one = spans.filter(pc.and_(pc.equal(spans["group_count_distinct"], 1),
+                               pc.greater_equal(spans["key_count_distinct"], s.shape_min_names)))
+    one = one.select(["date", "src_ip", "dst_ip"])
+    sent = sent.join(one, ["date", "src_ip", "dst_ip"], join_type="left semi", use_threads=False)
+    if sent.num_rows == 0:
+        return ESCALATED.empty_table(), FLAGGED.empty_table()
+    f = name_flags(names, s)
+    mates = names.select(["date", "src_ip", "group", "key"]).filter(pa.array(f["session_companion"]))
+    hit = mates.join(sent.select(["date", "src_ip", "group", "key", "via", "rule"]),
+                     ["date", "src_ip", "group", "key"], join_type="inner", use_threads=False)
+    hit = hit.group_by(["date", "src_ip", "group", "key"], use_threads=False).aggregate(
+        [("via", "min"), ("rule", "min")]).rename_columns(["date", "src_ip", "group", "key", "via", "rule"])
+    keep = [(d, c, g) not in done for d, c, g in zip(hit["date"].to_pylist(), hit["src_ip"].to_pylist(),
+                                                      hit["group"].to_pylist(), strict=True)]
+    hit = hit.filter(pa.array(keep, pa.bool_()))
+    if hit.num_rows == 0:
+        return ESCALATED.empty_table(), FLAGGED.empty_table()
+    size = {(d, c, g): (n, b) for d, c, g, n, b in zip(*(client[k].to_pylist() for k in
+                                                         ("date", "src_ip", "group", "names", "data_bytes")),
+                                                       strict=True)}
+    per = hit.group_by(["date", "src_ip", "group", "via", "rule"], use_threads=False).aggregate([("key", "count")])
+    out = []
+    for r in per.to_pylist():
+        n, b = size[(r["date"], r["src_ip"], r["group"])]
+        server = r["via"][2:].split("/", 1)[0]
+        out.append({"date": r["date"], "src_ip": r["src_ip"], "group": r["group"], "level": "client",
+                    "rule": r["rule"], "names": n, "hits": r["key_count"], "clients": 1, "data_bytes": b,
+                    "log10_p": None, "baseline": None, "tag": None,
+                    "reason": f"{r['rule']} [{r['group']}, {r['src_ip']}, 1 client(s), {b} label bytes]: "
+                              f"{r['key_count']} new names of this domain sent to {server}, whose cut-off names "
+                              f"({r['via']}) the {r['rule']} rule escalated for this client"})
+    flagged = hit.select(["date", "src_ip", "group", "key", "rule"]).cast(FLAGGED)
+    return pa.Table.from_pylist(out, schema=ESCALATED), flagged
 
 
 def _sessions(names: pa.Table, cols: dict, s: EscalateConf) -> dict[int, tuple[int, int, int]]:
@@ -403,7 +474,8 @@ def from_evidence(ev: pa.Table, art: ModelArtifact, s: EscalateConf
     names = merge(ev)
     bar = odd_threshold(art)
     rate = float(art.meta.qname.get("odd_rate", s.odd_rate)) if art.has_qname else s.odd_rate
-    chosen, flagged = decide(names, s, rate, odd_on=not math.isnan(bar))
+    chosen, flagged = decide(names, s, rate, odd_on=not math.isnan(bar),
+                             servers=lambda: unpack(ev).select(["date", "src_ip", "dst_ip", "group", "key"]))
     return chosen, flagged, history_rows(names, chosen, s), reread(ev, chosen)
 
 
@@ -485,7 +557,9 @@ def match(rows: pa.Table, keys: np.ndarray, group: np.ndarray, eligible: np.ndar
             j = t.join(part.select([*on, "rank"]), on, join_type="inner", use_threads=False)
             r, k = j["row"].to_numpy(), j["rank"].to_numpy()
             bit = np.left_shift(1, k).astype(np.uint8)
-            bit = np.where(k <= rank["socket"], bit | COMPANION, bit)  # shape and socket flag their companions too
+            # shape and socket flag their companions too, and (in a domain linked to their cut-off group) its
+            # new names of any length
+            bit = np.where(k <= rank["socket"], bit | COMPANION | SESSION_COMPANION, bit)
             bit = np.where(k == rank["session"], bit | SESSION_COMPANION, bit)  # and session its own
             ok = (eligible[r] & bit) > 0
             np.minimum.at(best, r[ok], k[ok])

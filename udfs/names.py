@@ -69,6 +69,15 @@ _FNV_PRIME = np.uint64(1099511628211)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _token_hash(data, fold, a, b):
+    """32-bit FNV-1a of the case-folded bytes data[a:b], never 0 (0 means no tag)."""
+    h = np.uint32(2166136261)
+    for t in range(a, b):
+        h = (h ^ np.uint32(fold[data[t]])) * np.uint32(16777619)
+    return h if h != 0 else np.uint32(1)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _alphabet(mask: int) -> int:
     if mask == 0:
         return 0  # none
@@ -181,16 +190,10 @@ def _facts(offsets, data, validity, bit_offset, proto, keys, complete, labels, z
                         if (whole and tag_min <= run < tag_len and run_mask & 4 and run_mask & 3
                                 and run_mask & ~7 == 0):
                             tag_len = run
-                            h = np.uint32(2166136261)
-                            for t in range(m - run, m):
-                                h = (h ^ np.uint32(fold[data[t]])) * np.uint32(16777619)
-                            tag[i] = h if h != 0 else np.uint32(1)
+                            tag[i] = _token_hash(data, fold, m - run, m)
                         if whole and tag_digits <= run < dtag_len and run_mask == 4:
                             dtag_len = run
-                            h = np.uint32(2166136261)
-                            for t in range(m - run, m):
-                                h = (h ^ np.uint32(fold[data[t]])) * np.uint32(16777619)
-                            dtag = h if h != 0 else np.uint32(1)
+                            dtag = _token_hash(data, fold, m - run, m)
                         if not whole:
                             run += pos + 1 + length - b  # cut off: taken to run on to the declared end
                         if run >= counted_data and run_mask & 4 and run_mask & 3 and run_mask & ~7 == 0:
