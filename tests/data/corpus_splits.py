@@ -5,7 +5,7 @@ Pure Python (csv only, no Spark), for tests and evaluation scripts. The split of
 
 - ``development``: 2026-12-01..03, any design choice;
 - ``validation``: 2026-12-04..06, thresholds and methods;
-- ``acceptance``: 2026-12-07..09, run last; asserts the goals.
+- ``acceptance``: 2026-12-10..12 (a second draw: the first, 12-07..09, was spent), run last; asserts the goals.
 
 Every split holds three days and its own zones, client hosts and tunnel domains, so no name is asked in two
 splits. Within a split, the settings (``SETTINGS``) train on its first two days and score its third:

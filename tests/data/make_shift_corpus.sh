@@ -40,7 +40,16 @@ trap cleanup EXIT
 cleanup
 
 [ -x "$TOOLS/bin/python" ] || { python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install -q pydnst==1.0.4; }
-[ -n "${ONLY:-}" ] || rm -rf "$OUT"
+# RUN_SPLITS="acceptance": capture only these splits' days again; the other splits' captures and rules stay
+RUN_SPLITS="${RUN_SPLITS:-${SPLITS[*]}}"
+runs() { [[ " $RUN_SPLITS " == *" $1 "* ]]; }
+if [ -z "${ONLY:-}" ] && [ "$RUN_SPLITS" = "${SPLITS[*]}" ]; then
+  rm -rf "$OUT"
+elif [ -z "${ONLY:-}" ]; then  # keep the other splits' rules; drop every day of the rerun splits (old days too)
+  keep=$(awk -F'\t' -v r=" $RUN_SPLITS " 'NR > 1 && index(r, " " $2 " ") == 0 { print $1 }' "$OUT/days.tsv")
+  { head -1 "$OUT/manifest.csv"; grep -F -f <(printf '%s/\n' $keep) "$OUT/manifest.csv"; } > "$WORK/kept.csv"
+  for d in "$OUT"/20*/; do d=$(basename "$d"); grep -qx "$d" <<<"$keep" || rm -rf "${OUT:?}/$d"; done
+fi
 mkdir -p "$OUT" "$WORK/plan"
 "$PY" "$HERE/shift_plan.py" setup "$WORK/plan" "$OUT"
 # NSEC3-signed zones (salt -, 0 extra iterations, as RFC 9276 advises); their DS records are the validating
@@ -59,7 +68,7 @@ run_split() {  # run_split INDEX
   local si=$1 s=${SPLITS[$1]} ns="ppc2-${SPLITS[$1]}" di day
   ip netns add "$ns"; ip netns exec "$ns" ip link set lo up
   for di in 0 1 2; do
-    di=$((si * 3 + di)); day=$(sed -n "$((di + 1))p" "$WORK/plan/days.list")
+    day=$(sed -n "$((si * 3 + di + 1))p" "$WORK/plan/days.list"); di=$((10#${day:8:2} - 1))  # shift_plan.DAY_INDEX
     mkdir -p "$WORK/$s-$day"
     ip netns exec "$ns" nice -n 10 env PY="$PY" OUT="$OUT" WORK="$WORK/$s-$day" HERE="$HERE" PLAN="$WORK/plan" DAY="$day" \
       DI=$di SPLIT="$s" SI=$si TOOLS="$TOOLS" NSN="$ns" SA_OK="$SA_OK" ONLY_SCENARIOS="${ONLY:-}" bash "$HERE/shift_day.sh" \
@@ -69,12 +78,15 @@ run_split() {  # run_split INDEX
   ip netns del "$ns"
 }
 pids=()
-for si in 0 1 2; do run_split $si & pids+=($!); done
+for si in 0 1 2; do runs "${SPLITS[$si]}" && { run_split $si & pids+=($!); }; done
 wait "${pids[@]}"
 HEAD="file,initiator_ip,label,tool,server,category,responder_ip,qname,client,leg,family,scenario"
 if [ -z "${ONLY:-}" ]; then
-  { echo "$HEAD"; for d in $(cat "$WORK/plan/days.list"); do sed 1d "$OUT/$d/manifest.csv"; rm "$OUT/$d/manifest.csv"; done; } \
-    > "$OUT/manifest.csv"
+  { echo "$HEAD"; if [ -f "$WORK/kept.csv" ]; then sed 1d "$WORK/kept.csv"; fi
+    for d in $(cat "$WORK/plan/days.list"); do
+      if [ -f "$OUT/$d/manifest.csv" ]; then sed 1d "$OUT/$d/manifest.csv"; rm "$OUT/$d/manifest.csv"; fi
+    done; } > "$WORK/manifest.csv"
+  mv "$WORK/manifest.csv" "$OUT/manifest.csv"
 else  # the rerun scenarios' rules replace theirs
   cat "$OUT"/*/manifest.only.csv | grep -v "^file," > "$WORK/new.csv"
   cut -d, -f1 "$WORK/new.csv" | sort -u > "$WORK/new.files"

@@ -36,8 +36,12 @@ import names as base
 SEED = 1653
 SPLITS = ("development", "validation", "acceptance")
 DAYS_PER_SPLIT = 3
-DAYS = [f"2026-12-{i + 1:02d}" for i in range(len(SPLITS) * DAYS_PER_SPLIT)]
+# The acceptance split is a second draw on days of its own (2026-12-10..12): the first (12-07..09) was scored once
+# and is spent, so it left the corpus, and a day's index (its seed, its sweep, its tunnels' settings) is its
+# number in December less one, so the new days are new traffic, not the old days again.
+DAYS = [*(f"2026-12-{i:02d}" for i in range(1, 7)), *(f"2026-12-{i:02d}" for i in range(10, 13))]
 SPLIT_OF_DAY = {d: SPLITS[i // DAYS_PER_SPLIT] for i, d in enumerate(DAYS)}
+DAY_INDEX = {d: int(d[-2:]) - 1 for d in DAYS}
 
 ROOT, TLD = "127.53.0.1", "127.53.0.2"
 AUTH = {  # authoritative implementation -> (address, NS host name)
@@ -170,7 +174,7 @@ HARD = {
 }
 HARD_PER_DAY = 220  # distinct names per hard scenario and day
 SWEEP_PREFIX = 23  # nmap -sL of one /23 a day (512 PTR names)
-SWEEP_FIRST_OCTET = (185, 193, 212, 91, 46, 62, 80, 94, 109)  # one per day
+SWEEP_FIRST_OCTET = (185, 193, 212, 91, 46, 62, 80, 94, 109, 37, 151, 203)  # one per day index
 BACKGROUND_PER_DAY = 1100
 STUB_RESOLVERS = ("unbound", "bind9", "unbound-0x20", "kresd", "pdns-recursor", "dnsmasq")
 BG_CLIENTS = {  # background client -> share of the day's ordinary queries
@@ -594,8 +598,8 @@ def setup(work: Path, out: Path) -> None:
     (work / "days.list").write_text("".join(d + "\n" for d in DAYS))
     (out / "days.tsv").write_text("day\tsplit\n" + "".join(f"{d}\t{SPLIT_OF_DAY[d]}\n" for d in DAYS))
     nm = Names()
-    for di, day in enumerate(DAYS):
-        for scen, lines in day_plan(di, day, nm).items():
+    for day in DAYS:
+        for scen, lines in day_plan(DAY_INDEX[day], day, nm).items():
             (work / "plan" / day).mkdir(parents=True, exist_ok=True)
             (work / "plan" / day / f"{scen}.tsv").write_text("".join(x + "\n" for x in lines))
     with open(out / "names.tsv", "w") as fh:

@@ -32,6 +32,17 @@ tunnel_rules() {  # tunnel_rules FAMILY CATEGORY DOMAIN SRV_ADDR SRV_IMPL CLIENT
     done
   done
 }
+stray_rules() {  # stray_rules FAMILY CATEGORY: a resolver's queries that carry the client's data outside its domain
+  # (iodine through bind9 sends names like '<45 base32>.go' to the root): tunnel traffic, though no tunnel
+  # server sees it
+  local r a
+  for r in unbound bind9 unbound-0x20 kresd pdns-recursor; do
+    for a in $AUTHS; do
+      M "$F" "$(rout $r)" "${a%:*}" dns-tunnel "${RIMPL[$r]}" "${a#*:}" "$2" '(.+\.)?[a-z0-9]{20}[a-z0-9]*(\..+)?' "${RIMPL[$r]}" \
+        upstream "$1" "$SCEN"
+    done
+  done
+}
 b32() { base32 -w0 | tr -d = | tr A-Z a-z; }
 
 # ---------------------------------------------------------------- the slow ones, at once, each in its own capture
@@ -135,6 +146,7 @@ if [ $DS != 1 ] && tw iodine; then
     timeout 90 iodine -f -r -P corpuspass "${o[@]}" -d tun53c "$(raddr $r iodine)" "$dom" > "$WORK/iodine.log" 2>&1 & IODC=$!
     for _ in $(seq 60); do grep -qE "Connection setup complete|couldn't connect" "$WORK/iodine.log" && break; sleep 0.5; done
     tunnel_rules iodine "iodine-$ty-$enc" "$dom" 127.53.9.1 iodined iodine "$(raddr $r iodine)" $r
+    stray_rules iodine "iodine-$ty-$enc"
     if grep -q "Connection setup complete" "$WORK/iodine.log"; then
       ping -c 4 -i 0.3 -W 5 -s 200 10.53.0.1 >/dev/null 2>&1
       head -c 3072 /dev/urandom | timeout 30 nc -N 10.53.0.1 5000 >/dev/null 2>&1
